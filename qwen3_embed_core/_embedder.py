@@ -1,0 +1,291 @@
+"""Qwen3Embedder: instructions, dimensions and normalisation over any backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ._errors import BackendError, ConfigurationError
+from ._inputs import Instruction, TaskLike, check_text, check_texts, resolve_instruction
+from ._qwen3 import MIN_DIMENSIONS, dimensions_for_model
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the embedder needs from an inference backend.
+
+    ``embed`` receives texts that are validated and already formatted (the
+    instruction is in them) and returns raw last-token states, one row per
+    text, ``full_dimensions`` wide, in input order. ``full_dimensions`` may be
+    None until the first call when the backend cannot know it earlier.
+    """
+
+    name: str
+    model_name: str
+    full_dimensions: int | None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def check_dimensions(dimensions: object, full: int | None, model: str) -> int | None:
+    """Validate an MRL size against the model's full size (when known)."""
+    if dimensions is None:
+        return None
+    if isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)):
+        raise ConfigurationError(
+            f"dimensions must be an integer, not {type(dimensions).__name__}"
+        )
+    d = int(dimensions)
+    upper = full if full is not None else max(4096, d)
+    if not MIN_DIMENSIONS <= d <= upper:
+        allowed = f"{MIN_DIMENSIONS} to {full}" if full else f"at least {MIN_DIMENSIONS}"
+        raise ConfigurationError(
+            f"dimensions={d} is out of range for {model}: Qwen3 embeddings can be shortened "
+            f"to {allowed} (Matryoshka prefixes); pass None for the full size"
+        )
+    return d
+
+
+class Qwen3Embedder:
+    """Qwen3-Embedding vectors for documents and queries.
+
+    Queries are formatted ``Instruct: {task}\\nQuery:{query}``; documents go
+    in bare (or with the same instruction for symmetric tasks). Vectors are
+    float32, unit length, and ``dimensions`` wide: the first ``dimensions``
+    components of the model's output, renormalised (Matryoshka).
+
+    Build one with :meth:`local` or :meth:`model_runner`; any object that
+    follows :class:`Backend` works too.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        dimensions: int | None = None,
+        task: TaskLike | None = None,
+        instruction: str | None = None,
+    ) -> None:
+        self._backend = backend
+        self._instruction = resolve_instruction(task, instruction)
+        full = backend.full_dimensions or dimensions_for_model(backend.model_name)
+        self._dimensions = check_dimensions(dimensions, full, backend.model_name)
+
+    # -- constructors --------------------------------------------------------
+
+    @classmethod
+    def local(
+        cls,
+        model: str | os.PathLike[str],
+        *,
+        dimensions: int | None = None,
+        task: TaskLike | None = None,
+        instruction: str | None = None,
+        max_tokens: int | None = None,
+        truncate: bool = False,
+        n_threads: int | None = None,
+        batch_tokens: int | None = None,
+        ubatch_tokens: int | None = None,
+        max_sequences: int | None = None,
+        flash_attention: bool | None = False,
+        n_gpu_layers: int = 0,
+        download: bool = True,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> Qwen3Embedder:
+        """Embed in-process with llama.cpp from a GGUF file.
+
+        ``model``: a ``.gguf`` path, a variant name (``"0.6B-Q8_0"``,
+        ``"4B-Q4_K_M"``, ...) or a Model Runner tag, resolved through the
+        Hugging Face cache (``download``/``cache_dir``). ``dimensions``: MRL
+        size, 32 to the model's full size. ``task``: a preset name from
+        ``TASKS``, a task description, or a :class:`Task`; ``instruction``:
+        a complete custom query prefix instead. ``max_tokens``: longest
+        accepted text in tokens, EOS included (default: the model's context);
+        longer texts raise :class:`TextTooLongError` unless ``truncate``.
+        ``n_threads``: CPU threads (default: physical cores).
+        ``batch_tokens``: tokens per llama.cpp decode, the packing budget;
+        ``ubatch_tokens``: llama.cpp's physical batch; ``max_sequences``:
+        texts per decode; ``flash_attention``: llama.cpp's CPU flash attention
+        accumulates in half precision (cosine ~0.99995 to the reference on long
+        texts instead of ~0.9999999), so it is off unless you ask; None lets
+        llama.cpp decide.
+        ``n_gpu_layers``: layers to offload on a GPU build of llama.cpp.
+        """
+        from . import _local
+        from ._hub import resolve_model
+
+        path, variant = resolve_model(model, download=download, cache_dir=cache_dir)
+        if variant is not None:  # fail before loading gigabytes
+            check_dimensions(dimensions, variant.dimensions, variant.name)
+        tuning = {
+            k: v
+            for k, v in {
+                "batch_tokens": batch_tokens,
+                "ubatch_tokens": ubatch_tokens,
+                "max_sequences": max_sequences,
+            }.items()
+            if v is not None
+        }
+        backend = _local.LocalBackend(
+            path,
+            max_tokens=max_tokens,
+            truncate=truncate,
+            n_threads=n_threads,
+            flash_attention=flash_attention,
+            n_gpu_layers=n_gpu_layers,
+            model_name=f"Qwen3-Embedding-{variant.name}" if variant else None,
+            **tuning,
+        )
+        try:
+            return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
+        except BaseException:
+            backend.close()
+            raise
+
+    # -- facts ---------------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The backend object (``LocalBackend`` or ``ModelRunnerBackend``)."""
+        return self._backend
+
+    @property
+    def model_name(self) -> str:
+        """The model: a file name, variant, or served model id."""
+        return self._backend.model_name
+
+    @property
+    def full_dimensions(self) -> int | None:
+        """The model's own embedding size (None until known for a remote model)."""
+        return self._backend.full_dimensions or dimensions_for_model(self._backend.model_name)
+
+    @property
+    def dimensions(self) -> int:
+        """Width of the vectors returned (the MRL size, or the full size)."""
+        if self._dimensions is not None:
+            return self._dimensions
+        full = self.full_dimensions
+        if full is None:
+            raise BackendError(
+                "the model's size is not known until the server has answered once; "
+                "embed something first or pass dimensions="
+            )
+        return full
+
+    @property
+    def instruction(self) -> Instruction:
+        """The query and document prefixes in use."""
+        return self._instruction
+
+    def _prompts(self, task: TaskLike | None) -> Instruction:
+        return self._instruction if task is None else resolve_instruction(task)
+
+    def format_query(self, text: str, *, task: TaskLike | None = None) -> str:
+        """The exact string the model sees for a query."""
+        return self._prompts(task).query(check_text(text))
+
+    def format_document(self, text: str, *, task: TaskLike | None = None) -> str:
+        """The exact string the model sees for a document."""
+        return self._prompts(task).document(check_text(text))
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for ``text`` as a document, EOS included."""
+        return self._backend.count_tokens(self.format_document(text))
+
+    # -- embedding -----------------------------------------------------------
+
+    def _finish(self, raw: np.ndarray, n: int) -> np.ndarray:
+        if raw.ndim != 2 or raw.shape[0] != n:
+            raise BackendError(f"backend returned {raw.shape} for {n} texts")
+        full = raw.shape[1]
+        d = self._dimensions or full
+        if d > full:
+            raise ConfigurationError(
+                f"dimensions={d} is larger than the model's {full}; pass {full} or less"
+            )
+        vectors = np.asarray(raw[:, :d], dtype=np.float64)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        bad = ~np.isfinite(norms[:, 0]) | (norms[:, 0] == 0)
+        if bad.any():
+            raise BackendError(
+                f"the model produced a zero or non-finite vector for text at index "
+                f"{int(np.argmax(bad))}; the model file may be corrupt"
+            )
+        return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
+    def _embed(self, formatted: list[str]) -> np.ndarray:
+        return self._finish(self._backend.embed(formatted), len(formatted))
+
+    async def _aembed(self, formatted: list[str]) -> np.ndarray:
+        aembed = getattr(self._backend, "aembed", None)
+        if aembed is not None:
+            raw = await aembed(formatted)
+        else:  # in-process backends: keep the event loop free
+            raw = await asyncio.to_thread(self._backend.embed, formatted)
+        return self._finish(raw, len(formatted))
+
+    def _documents(self, texts: Sequence[str], task: TaskLike | None) -> list[str]:
+        prompts = self._prompts(task)
+        return [prompts.document(t) for t in check_texts(texts)]
+
+    def _queries(self, texts: Sequence[str], task: TaskLike | None) -> list[str]:
+        prompts = self._prompts(task)
+        return [prompts.query(t) for t in check_texts(texts)]
+
+    def embed_documents(
+        self, texts: Sequence[str], *, task: TaskLike | None = None
+    ) -> np.ndarray:
+        """Embed documents: float32 array of shape (len(texts), dimensions), unit rows.
+
+        ``task`` overrides the embedder's task for this call (it only changes
+        documents for symmetric tasks).
+        """
+        return self._embed(self._documents(texts, task))
+
+    def embed_queries(self, texts: Sequence[str], *, task: TaskLike | None = None) -> np.ndarray:
+        """Embed queries with the instruction: shape (len(texts), dimensions)."""
+        return self._embed(self._queries(texts, task))
+
+    def embed_query(self, text: str, *, task: TaskLike | None = None) -> np.ndarray:
+        """Embed one query with the instruction: shape (dimensions,)."""
+        return self._embed([self._prompts(task).query(check_text(text))])[0]
+
+    async def aembed_documents(
+        self, texts: Sequence[str], *, task: TaskLike | None = None
+    ) -> np.ndarray:
+        """Async :meth:`embed_documents` (native for HTTP, a worker thread for local)."""
+        return await self._aembed(self._documents(texts, task))
+
+    async def aembed_queries(
+        self, texts: Sequence[str], *, task: TaskLike | None = None
+    ) -> np.ndarray:
+        """Async :meth:`embed_queries`."""
+        return await self._aembed(self._queries(texts, task))
+
+    async def aembed_query(self, text: str, *, task: TaskLike | None = None) -> np.ndarray:
+        """Async :meth:`embed_query`."""
+        return (await self._aembed([self._prompts(task).query(check_text(text))]))[0]
+
+    # -- lifetime ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the model (local) or the connection pools (HTTP)."""
+        self._backend.close()
+
+    def __enter__(self) -> Qwen3Embedder:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        d = self._dimensions or self.full_dimensions
+        return f"Qwen3Embedder({self._backend.name}, model={self.model_name!r}, dimensions={d})"

@@ -1,0 +1,129 @@
+"""Instruction formatting and input validation, shared by every backend."""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ._errors import ConfigurationError, InvalidInputError, InvalidInputTypeError
+from ._qwen3 import DEFAULT_TASK_NAME, QUERY_TEMPLATE, TASKS, UNICODE_NORMALIZATION, Task
+
+TaskLike = str | Task
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """The prefixes put in front of queries and documents.
+
+    ``query_prefix`` + query is exactly ``Instruct: {task}\\nQuery:{query}``
+    for a task; ``document_prefix`` is empty for retrieval tasks and equal to
+    the query prefix for symmetric ones.
+    """
+
+    query_prefix: str
+    document_prefix: str = ""
+    task: str | None = None
+
+    def query(self, text: str) -> str:
+        return self.query_prefix + text
+
+    def document(self, text: str) -> str:
+        return self.document_prefix + text
+
+
+def task_prefix(description: str) -> str:
+    """The query prefix for a task description (the template with an empty query)."""
+    return QUERY_TEMPLATE.format(task=description, query="")
+
+
+def resolve_instruction(task: TaskLike | None = None, instruction: str | None = None) -> Instruction:
+    """Turn the user's ``task``/``instruction`` arguments into prefixes.
+
+    ``task`` is a preset name from :data:`TASKS` (``"question_answering"``),
+    a :class:`Task`, or free text used as the task description.
+    ``instruction`` is a complete query prefix used verbatim, for models
+    fine-tuned with another template; it excludes ``task``.
+    """
+    if instruction is not None:
+        if task is not None:
+            raise ConfigurationError("pass either task= or instruction=, not both")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise ConfigurationError("instruction= must be a non-empty string (a query prefix)")
+        return Instruction(query_prefix=instruction)
+    if task is None:
+        task = TASKS[DEFAULT_TASK_NAME]
+    elif isinstance(task, str):
+        if not task.strip():
+            raise ConfigurationError(
+                f"task= is empty; use a preset ({', '.join(TASKS)}) or a task description"
+            )
+        task = TASKS.get(task, Task(task))
+    elif not isinstance(task, Task):
+        raise ConfigurationError(
+            f"task= must be a preset name, a task description or a Task, not {type(task).__name__}"
+        )
+    prefix = task_prefix(task.description)
+    return Instruction(
+        query_prefix=prefix,
+        document_prefix=prefix if task.symmetric else "",
+        task=task.description,
+    )
+
+
+def _where(index: int | None) -> str:
+    return "the text" if index is None else f"text at index {index}"
+
+
+def check_text(text: object, index: int | None = None) -> str:
+    """Validate one text and return it NFC-normalised.
+
+    Raises :class:`InvalidInputTypeError` for non-strings and
+    :class:`InvalidInputError` for empty, NUL-containing or non-encodable text.
+    """
+    where = _where(index)
+    if not isinstance(text, str):
+        hint = " (decode bytes with .decode('utf-8') first)" if isinstance(text, bytes) else ""
+        raise InvalidInputTypeError(
+            f"{where} is {type(text).__name__}, expected str{hint}", index
+        )
+    if not text.strip():
+        raise InvalidInputError(
+            f"{where} is empty or whitespace only; an embedding of nothing is meaningless, "
+            "drop it before embedding",
+            index,
+        )
+    nul = text.find("\x00")
+    if nul >= 0:
+        # llama.cpp reads C strings: everything after a NUL would be silently lost.
+        raise InvalidInputError(
+            f"{where} contains a NUL byte at character {nul}; remove or replace it "
+            "(text.replace('\\x00', ' '))",
+            index,
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{where} contains a lone surrogate {text[exc.start]!r} at character {exc.start}, "
+            "which is not valid Unicode; fix the source or decode it with errors='replace'",
+            index,
+        ) from None
+    return unicodedata.normalize(UNICODE_NORMALIZATION, text)
+
+
+def check_texts(texts: object) -> list[str]:
+    """Validate a list of texts; every problem names the offending index."""
+    if isinstance(texts, str):
+        raise InvalidInputTypeError(
+            "expected a list of strings but got a single str; wrap it in a list "
+            "(or call embed_query for one query)"
+        )
+    if texts is None or isinstance(texts, (bytes, dict)) or not isinstance(texts, Iterable):
+        raise InvalidInputTypeError(
+            f"expected a list of strings, got {type(texts).__name__}"
+        )
+    items = list(texts)
+    if not items:
+        raise InvalidInputError("nothing to embed: the list of texts is empty")
+    return [check_text(t, i) for i, t in enumerate(items)]

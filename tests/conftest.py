@@ -1,0 +1,67 @@
+"""Shared fixtures: the tiny Qwen3 GGUF in both flavours, its numpy reference, embedders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qwen3_embed_core import Qwen3Embedder
+from qwen3_embed_core.testing import Reference, build_model
+
+# Cosine to the float64 numpy reference every vector must reach.
+COS_MIN = 0.9999
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(model_dir: Path) -> Path:
+    """Tiny GGUF with tokenizer.ggml.add_eos_token = true (current conversions)."""
+    return build_model(model_dir / "tiny-eos.gguf", add_eos_token=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_no_eos(model_dir: Path) -> Path:
+    """Tiny GGUF without add_eos_token, like the early Qwen3-Embedding conversions."""
+    return build_model(model_dir / "tiny-no-eos.gguf", add_eos_token=None)
+
+
+@pytest.fixture(scope="session", params=["add_eos", "no_add_eos"])
+def flavour(request: pytest.FixtureRequest, tiny_model: Path, tiny_model_no_eos: Path) -> Path:
+    """Both GGUF flavours, one after the other."""
+    return tiny_model if request.param == "add_eos" else tiny_model_no_eos
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model: Path) -> Reference:
+    return Reference(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def flavour_reference(flavour: Path) -> Reference:
+    """The reference read from the flavour's own file."""
+    return Reference(flavour)
+
+
+@pytest.fixture(scope="session")
+def embedder(tiny_model: Path):
+    emb = Qwen3Embedder.local(tiny_model)
+    yield emb
+    emb.close()
+
+
+@pytest.fixture(scope="session")
+def flavour_embedder(flavour: Path):
+    emb = Qwen3Embedder.local(flavour)
+    yield emb
+    emb.close()
+
+
+def cosines(vectors: np.ndarray, expected: list[np.ndarray]) -> np.ndarray:
+    """Row-wise cosine between our unit vectors and reference unit vectors."""
+    return np.einsum("ij,ij->i", np.asarray(vectors, np.float64), np.stack(expected))
