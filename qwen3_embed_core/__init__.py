@@ -9,6 +9,7 @@ Framework-free: numpy and httpx at import time; llama-cpp-python and
 huggingface-hub are imported when a local model is loaded.
 """
 
+from ._chunking import chunk_text
 from ._embedder import Backend, Qwen3Embedder, check_dimensions
 from ._errors import (
     BackendError,
@@ -23,6 +24,7 @@ from ._errors import (
     ServerUnavailableError,
     TextTooLongError,
 )
+from ._http import ModelRunnerBackend
 from ._hub import resolve_model
 from ._inputs import Instruction, check_text, check_texts, resolve_instruction
 from ._qwen3 import (
@@ -41,6 +43,8 @@ from ._qwen3 import (
     Variant,
     lookup_variant,
 )
+from ._records import BadRecord, Hit, IngestReport, Record, content_hash, point_id
+from ._spec import EmbedderSpec, model_id
 
 __version__ = "0.1.0"
 
@@ -58,15 +62,21 @@ __all__ = [
     "VARIANTS",
     "Backend",
     "BackendError",
+    "BadRecord",
     "BadResponseError",
     "ConfigurationError",
+    "EmbedderSpec",
+    "Hit",
+    "IngestReport",
     "Instruction",
     "InvalidInputError",
     "InvalidInputTypeError",
     "MissingDependencyError",
     "ModelNotFoundError",
+    "ModelRunnerBackend",
     "Qwen3EmbedError",
     "Qwen3Embedder",
+    "Record",
     "ServerError",
     "ServerUnavailableError",
     "Task",
@@ -76,7 +86,11 @@ __all__ = [
     "check_dimensions",
     "check_text",
     "check_texts",
+    "chunk_text",
+    "content_hash",
     "lookup_variant",
+    "model_id",
+    "point_id",
     "resolve_instruction",
     "resolve_model",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._errors import BackendError, ConfigurationError
 from ._inputs import Instruction, TaskLike, check_text, check_texts, resolve_instruction
-from ._qwen3 import MIN_DIMENSIONS, dimensions_for_model
+from ._qwen3 import MIN_DIMENSIONS, MODEL_RUNNER_MODEL, dimensions_for_model, lookup_variant
 
 
 @runtime_checkable
@@ -122,9 +122,12 @@ class Qwen3Embedder:
         from . import _local
         from ._hub import resolve_model
 
+        # Check what can be checked before downloading or loading gigabytes.
+        resolve_instruction(task, instruction)
+        known = lookup_variant(model) if isinstance(model, str) else None
+        if known is not None:
+            check_dimensions(dimensions, known.dimensions, known.name)
         path, variant = resolve_model(model, download=download, cache_dir=cache_dir)
-        if variant is not None:  # fail before loading gigabytes
-            check_dimensions(dimensions, variant.dimensions, variant.name)
         tuning = {
             k: v
             for k, v in {
@@ -143,6 +146,65 @@ class Qwen3Embedder:
             n_gpu_layers=n_gpu_layers,
             model_name=f"Qwen3-Embedding-{variant.name}" if variant else None,
             **tuning,
+        )
+        try:
+            return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
+        except BaseException:
+            backend.close()
+            raise
+
+    @classmethod
+    def model_runner(
+        cls,
+        model: str = MODEL_RUNNER_MODEL,
+        *,
+        base_url: str | None = None,
+        base_urls: Sequence[str] | None = None,
+        api_key: str | None = None,
+        dimensions: int | None = None,
+        task: TaskLike | None = None,
+        instruction: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_retries: int = 3,
+        batch_size: int = 64,
+        max_concurrency: int = 4,
+        verify: bool | str = True,
+    ) -> Qwen3Embedder:
+        """Embed through Docker Model Runner or any llama.cpp server (OpenAI embeddings API).
+
+        ``model``: the served model's name, a Model Runner tag by default
+        (``"ai/qwen3-embedding"`` is the 4B Q4_K_M; ``":0.6B-F16"``, ``":8B-Q4_K_M"``...);
+        a plain llama-server accepts any name. ``base_url``: Model Runner's
+        root (default ``$QWEN3_EMBED_BASE_URL``, else ``http://localhost:12434``;
+        its engine path ``/engines/llama.cpp/v1`` is added), or an API root
+        ending in ``/v1`` used as is (``http://127.0.0.1:8080/v1`` for
+        llama-server). ``base_urls``: several such endpoints instead; batches
+        are spread over them and a failing one's batches retried on the others.
+        ``api_key``: sent as a bearer token (for endpoints behind a proxy),
+        never logged. ``dimensions``/``task``/``instruction``: as in :meth:`local`.
+        ``timeout``: seconds to wait for an answer; ``connect_timeout``:
+        seconds to wait for a connection. ``max_retries``: further rounds
+        over the endpoints after connection errors, timeouts, 429, 502, 503
+        and 504, with exponential backoff and jitter. ``batch_size``: texts
+        per request (requests also stay under Model Runner's 10 MiB body
+        limit). ``max_concurrency``: requests in flight per endpoint.
+        ``verify``: TLS certificate checking, True by default, or the path
+        of a CA bundle (PEM). Nothing is sent until the first call.
+        """
+        from ._http import ModelRunnerBackend
+
+        backend = ModelRunnerBackend(
+            model,
+            base_url=base_url,
+            base_urls=base_urls,
+            api_key=api_key,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            max_retries=max_retries,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            verify=verify,
         )
         try:
             return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
@@ -279,6 +341,20 @@ class Qwen3Embedder:
     def close(self) -> None:
         """Free the model (local) or the connection pools (HTTP)."""
         self._backend.close()
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`; also closes an HTTP backend's async connection pool."""
+        aclose = getattr(self._backend, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        else:
+            self.close()
+
+    async def __aenter__(self) -> Qwen3Embedder:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
 
     def __enter__(self) -> Qwen3Embedder:
         return self

@@ -37,7 +37,9 @@ def resolve_model(
     hub's defaults (``HF_HOME``, ``HF_ENDPOINT``).
     """
     if not isinstance(model, (str, os.PathLike)):
-        raise ConfigurationError(f"model must be a path or a variant name, not {type(model).__name__}")
+        raise ConfigurationError(
+            f"model must be a path or a variant name, not {type(model).__name__}"
+        )
     text = os.fspath(model)
     path = Path(text).expanduser()
     if path.is_file():
@@ -52,7 +54,6 @@ def resolve_model(
         )
     try:
         import huggingface_hub
-        from huggingface_hub import errors as hub_errors
     except ImportError as exc:
         raise ModelNotFoundError(
             f"variant {variant.name} is resolved through the Hugging Face cache, but "
@@ -70,6 +71,10 @@ def resolve_model(
             + _how_to_get(variant)
         )
     try:
+        # One metadata request without the hub client's retries: offline, the
+        # client would back off for ~25 s before failing.
+        url = huggingface_hub.hf_hub_url(variant.repo_id, variant.filename, endpoint=endpoint)
+        huggingface_hub.get_hf_file_metadata(url, timeout=HUB_TIMEOUT_S)
         got = huggingface_hub.hf_hub_download(
             variant.repo_id,
             variant.filename,
@@ -77,7 +82,7 @@ def resolve_model(
             endpoint=endpoint,
             etag_timeout=HUB_TIMEOUT_S,
         )
-    except (hub_errors.LocalEntryNotFoundError, hub_errors.HfHubHTTPError, OSError) as exc:
+    except Exception as exc:  # transport errors differ by hub version (requests, httpx, httpx2)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelNotFoundError(
             f"{variant.filename} is not in the Hugging Face cache and could not be downloaded "

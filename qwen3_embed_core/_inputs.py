@@ -37,7 +37,9 @@ def task_prefix(description: str) -> str:
     return QUERY_TEMPLATE.format(task=description, query="")
 
 
-def resolve_instruction(task: TaskLike | None = None, instruction: str | None = None) -> Instruction:
+def resolve_instruction(
+    task: TaskLike | None = None, instruction: str | None = None
+) -> Instruction:
     """Turn the user's ``task``/``instruction`` arguments into prefixes.
 
     ``task`` is a preset name from :data:`TASKS` (``"question_answering"``),

@@ -133,6 +133,40 @@ MODEL_RUNNER_URL = "http://localhost:12434"
 MODEL_RUNNER_ENGINE_PATH = "/engines/llama.cpp/v1"
 # Model Runner rejects request bodies above 10 MiB.
 MODEL_RUNNER_MAX_BODY_BYTES = 10 * 1024 * 1024
+# Model Runner's address from inside a container (no TCP port to enable there).
+MODEL_RUNNER_CONTAINER_URL = "http://model-runner.docker.internal"
+# The command that opens Model Runner's host TCP port; without it nothing listens on 12434.
+MODEL_RUNNER_ENABLE_TCP = "docker desktop enable model-runner --tcp 12434"
+
+# Model Runner answers its own errors in plain text (Go's http.Error), not
+# JSON; these are the bodies we recognise, matched case-insensitively.
+# 404 when the tag has not been pulled: the fix is `docker model pull <tag>`.
+MODEL_RUNNER_MODEL_NOT_FOUND = "model not found"
+# 400 when the request names no model.
+MODEL_RUNNER_MODEL_REQUIRED = "model is required"
+# 500 when the llama.cpp runner for the model could not start (memory, bad file).
+MODEL_RUNNER_LOAD_FAILED = "unable to load runner"
+# 400 for a body over MODEL_RUNNER_MAX_BODY_BYTES.
+MODEL_RUNNER_BODY_TOO_LARGE = "request too large"
+
+# llama-server's JSON errors ({"error": {"code", "message", "type"}}) that are
+# about one input text rather than the server, so they name the text's index.
+# 500 when an input can't be split and exceeds the physical batch (--ubatch-size):
+LLAMA_SERVER_TOO_LARGE = r"input \((\d+) tokens\) is too large to process"
+LLAMA_SERVER_BATCH_SIZE = r"current batch size: (\d+)"
+# 400 (type exceed_context_size_error) when an input exceeds a slot's context:
+LLAMA_SERVER_EXCEEDS_CONTEXT = "exceed_context_size_error"
+# 400 when an input tokenizes to nothing.
+LLAMA_SERVER_EMPTY_INPUT = "input content cannot be empty"
+
+# llama-server parses special tokens in input text, so the exact text EOS_TEXT
+# is one token; the usage it reports for that input tells whether the server
+# appends EOS itself (2 tokens) or leaves it to us (1 token).
+EOS_PROBE_SERVER_APPENDS = 2
+EOS_PROBE_SERVER_DOES_NOT = 1
+# Qwen3's special tokens are spelled <|name|>; a server that parses special
+# tokens reads such text in a document as the token, not as characters.
+SPECIAL_TOKEN_PATTERN = r"<\|[A-Za-z0-9_]{1,40}\|>"
 
 
 def lookup_variant(name: str) -> Variant | None:

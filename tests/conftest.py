@@ -65,3 +65,36 @@ def flavour_embedder(flavour: Path):
 def cosines(vectors: np.ndarray, expected: list[np.ndarray]) -> np.ndarray:
     """Row-wise cosine between our unit vectors and reference unit vectors."""
     return np.einsum("ij,ij->i", np.asarray(vectors, np.float64), np.stack(expected))
+
+
+# -- real llama-server processes (the Model Runner backend's tests) -----------
+
+
+@pytest.fixture(scope="session")
+def llama_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real llama-server on 127.0.0.1 serving tiny_model (add_eos_token = true).
+
+    Yields a ``tests.llama_server.LlamaServer``: ``.base_url`` (ends in /v1),
+    ``.model_path``, ``.process``, ``.root``.
+    """
+    from .llama_server import LlamaServer
+
+    server = LlamaServer(tiny_model, tmp_path_factory.mktemp("llama-server"), name="add-eos")
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llama_server_no_eos(tiny_model_no_eos: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real llama-server serving the GGUF without add_eos_token."""
+    from .llama_server import LlamaServer
+
+    server = LlamaServer(tiny_model_no_eos, tmp_path_factory.mktemp("llama-server"), name="no-eos")
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def flavour_server(request: pytest.FixtureRequest, flavour: Path, tiny_model: Path):
+    """The llama-server serving the current ``flavour``'s file."""
+    return request.getfixturevalue("llama_server" if flavour == tiny_model else "llama_server_no_eos")

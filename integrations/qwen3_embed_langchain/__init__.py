@@ -1,0 +1,14 @@
+"""LangChain integration of Qwen3-Embedding.
+
+>>> from qwen3_embed_langchain import Qwen3Embeddings
+>>> emb = Qwen3Embeddings(model_path="Qwen3-Embedding-0.6B-Q8_0.gguf")   # local GGUF
+>>> emb = Qwen3Embeddings(model="ai/qwen3-embedding:0.6B-F16")          # Docker Model Runner
+>>> vectors = emb.embed_documents(["Paris is the capital of France."])
+>>> query = emb.embed_query("capital of France?")                       # with the instruction
+
+Install with ``pip install 'qwen3-embed[langchain]'`` (plus ``[local]`` for GGUF files).
+"""
+
+from ._embeddings import Qwen3Embeddings
+
+__all__ = ["Qwen3Embeddings"]

@@ -1,0 +1,329 @@
+"""Records for vector stores: validation, stable ids, content hashes, batches, reports.
+
+Store adapters (Qdrant, Chroma) share this so that a record gets the same
+id, hash and error everywhere:
+
+* a record is a ``str`` or a mapping ``{"id"?, "text", "metadata"?}`` (other
+  keys are kept as metadata);
+* its id is ``uuid5`` of the record's own id or, absent one, of its text, so
+  writing the same records twice leaves each one once;
+* its content hash (SHA-256 of the text) tells an adapter whether the stored
+  vector is still right, so a re-run embeds only what is new or edited;
+* a bad record (no text, text not a string, empty text...) is reported with
+  its position in the stream, then skipped or raised, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._errors import (
+    ConfigurationError,
+    InvalidInputError,
+    InvalidInputTypeError,
+    missing_dependency,
+)
+from ._inputs import check_text
+
+# Fixed namespace for point ids: changing it would re-key every stored record.
+ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://pypi.org/project/qwen3-embed/records")
+
+OnError = Literal["skip", "raise"]
+
+
+def point_id(record_id: object = None, text: str | None = None) -> str:
+    """The store id for a record: uuid5 of its own id, else of its text.
+
+    ``record_id`` is compared as a string (``1`` and ``"1"`` are the same
+    record); the two namespaces (``id:``/``text:``) never collide.
+    """
+    if record_id is not None:
+        return str(uuid.uuid5(ID_NAMESPACE, f"id:{record_id}"))
+    if text is None:
+        raise ConfigurationError("a point id needs the record's id or its text")
+    return str(uuid.uuid5(ID_NAMESPACE, f"text:{text}"))
+
+
+def content_hash(text: str) -> str:
+    """SHA-256 (hex) of the text: equal hashes mean the stored vector still holds."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Record:
+    """A validated record, ready to embed and store.
+
+    ``position``: its index in the input stream (0-based). ``id``: the store
+    id (a UUID string). ``record_id``: the caller's own id, or None.
+    ``metadata``: JSON-compatible, as it will be stored.
+    """
+
+    position: int
+    id: str
+    record_id: str | int | None
+    text: str
+    metadata: dict[str, Any]
+    hash: str
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record that could not be used: ``position`` in the stream and why.
+
+    ``reason`` is the full message (it names the position); ``record_id`` is
+    the record's own id when it had one.
+    """
+
+    position: int
+    reason: str
+    record_id: object = None
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass
+class IngestReport:
+    """What an ingestion did.
+
+    ``seen``: records read from the stream. ``embedded``: texts sent to the
+    model. ``written``: points created or changed (``updated`` of them
+    replaced an older version: edited text or metadata). ``skipped``:
+    already stored with the same content (not embedded again).
+    ``duplicates``: records repeating an id later in the same batch (the
+    last one wins). ``bad``: records skipped as unusable, with positions.
+    """
+
+    seen: int = 0
+    embedded: int = 0
+    written: int = 0
+    updated: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    bad: list[BadRecord] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for people: the counts."""
+        text = (
+            f"{self.seen} records: {self.embedded} embedded, {self.written} written "
+            f"({self.updated} updated), {self.skipped} skipped as already present"
+        )
+        if self.duplicates:
+            text += f", {self.duplicates} duplicate ids"
+        if self.bad:
+            text += f", {len(self.bad)} bad records skipped"
+        return text
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: ``score`` is the cosine similarity (higher is closer)."""
+
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+    record_id: str | int | None = None
+
+
+def _jsonable(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    # Stores keep JSON: round-tripping now makes "is it unchanged?" comparable later.
+    return json.loads(json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False))
+
+
+def prepare_record(position: int, record: object, where: str | None = None) -> Record:
+    """Validate one record; raise InvalidInputError/InvalidInputTypeError naming its position.
+
+    ``where`` names the record in messages (default ``"record {position}"``).
+    """
+    where = where or f"record {position}"
+    record_id: Any = None
+    metadata: Mapping[str, Any] = {}
+    if isinstance(record, str):
+        text: object = record
+    elif isinstance(record, Mapping):
+        record_id = record.get("id")
+        if record_id is not None and (
+            isinstance(record_id, bool) or not isinstance(record_id, (str, int))
+        ):
+            raise InvalidInputTypeError(
+                f"{where}: id must be a str or an int, not {type(record_id).__name__}", position
+            )
+        if "text" not in record:
+            raise InvalidInputError(
+                f"{where} has no 'text' field (keys: {', '.join(map(str, record)) or 'none'})",
+                position,
+            )
+        text = record["text"]
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, Mapping):
+            raise InvalidInputTypeError(
+                f"{where}: metadata must be a mapping, not {type(metadata).__name__}", position
+            )
+        extra = {k: v for k, v in record.items() if k not in ("id", "text", "metadata")}
+        if extra:  # JSONL rows often carry "title", "url"...: keep them as metadata
+            metadata = {**extra, **metadata}
+    else:
+        raise InvalidInputTypeError(
+            f"{where} is {type(record).__name__}; expected a str or a mapping "
+            "{'id'?, 'text', 'metadata'?}",
+            position,
+        )
+    try:
+        clean = check_text(text)
+    except (InvalidInputError, InvalidInputTypeError) as exc:
+        raise type(exc)(f"{where}: {exc}", position) from None
+    try:
+        stored = _jsonable(metadata)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{where}: metadata is not JSON-serialisable ({exc})", position
+        ) from None
+    return Record(
+        position=position,
+        id=point_id(record_id, clean),
+        record_id=record_id,
+        text=clean,
+        metadata=stored,
+        hash=content_hash(clean),
+    )
+
+
+def batches(
+    records: Iterable[object],
+    batch_size: int,
+    report: IngestReport,
+    on_error: OnError = "skip",
+) -> Iterator[list[Record]]:
+    """Validate a stream lazily and yield batches of at most ``batch_size`` records.
+
+    Memory stays at one batch whatever the stream's length. Bad records are
+    appended to ``report.bad`` (``on_error="skip"``) or raised
+    (``"raise"``). Within a batch a repeated id keeps its last record.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(f"batch_size must be a positive integer, not {batch_size!r}")
+    if on_error not in ("skip", "raise"):
+        raise ConfigurationError(f"on_error must be 'skip' or 'raise', not {on_error!r}")
+    if isinstance(records, (str, bytes, Mapping)):
+        raise InvalidInputTypeError(
+            "records must be an iterable of records; wrap a single record in a list"
+        )
+    batch: dict[str, Record] = {}
+    for position, raw in enumerate(records):
+        report.seen += 1
+        try:
+            rec = prepare_record(position, raw)
+        except (InvalidInputError, InvalidInputTypeError) as exc:
+            if on_error == "raise":
+                raise
+            rid = raw.get("id") if isinstance(raw, Mapping) else None
+            report.bad.append(BadRecord(position, str(exc), rid))
+            continue
+        if rec.id in batch:
+            report.duplicates += 1
+            del batch[rec.id]  # re-insert: order follows the last occurrence
+        batch[rec.id] = rec
+        if len(batch) >= batch_size:
+            yield list(batch.values())
+            batch = {}
+    if batch:
+        yield list(batch.values())
+
+
+class Progress:
+    """A tqdm bar over records (``enabled``), or nothing; tqdm is imported only when asked."""
+
+    def __init__(self, enabled: bool, total: int | None = None, desc: str = "ingest") -> None:
+        self._bar: Any = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError as exc:
+                raise missing_dependency("tqdm", "cli", exc) from exc
+            self._bar = tqdm(total=total, desc=desc, unit="rec", dynamic_ncols=True)
+
+    def update(self, report: IngestReport) -> None:
+        """Advance to ``report.seen`` records (bad and duplicate ones included)."""
+        if self._bar is not None:
+            self._bar.update(report.seen - self._bar.n)
+            self._bar.set_postfix(
+                embedded=report.embedded, skipped=report.skipped, bad=len(report.bad),
+                refresh=False,
+            )
+
+    def close(self, report: IngestReport) -> None:
+        """Count the records read after the last batch (bad ones), then close the bar."""
+        if self._bar is not None:
+            self.update(report)
+            self._bar.close()
+
+
+def total_of(records: Iterable[object]) -> int | None:
+    """len(records) when it has one without consuming it (a list), else None."""
+    try:
+        return len(records)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+BatchCallback = Callable[[IngestReport], None]
+
+
+def run_ingest(
+    records: Iterable[object],
+    *,
+    embed: Callable[[list[str]], Any],
+    lookup: Callable[[list[Record]], Mapping[str, tuple[object, object]]],
+    labels: Callable[[Record], object],
+    write: Callable[[list[Record], Any], None],
+    relabel: Callable[[list[Record]], None],
+    batch_size: int = 64,
+    on_error: OnError = "skip",
+    progress: bool = False,
+    on_batch: BatchCallback | None = None,
+) -> IngestReport:
+    """The ingestion loop every store shares; the store supplies four small callables.
+
+    ``lookup(batch)``: for the records already stored, ``{id: (content hash,
+    labels)}`` as stored. ``labels(record)``: the labels (metadata...) the
+    record should have, in the store's own form. ``embed(texts)``: document
+    vectors. ``write(records, vectors)``: upsert whole points.
+    ``relabel(records)``: rewrite labels only (same text, same vector).
+    Per batch: unchanged records are skipped, new or edited text is
+    embedded and written, label-only edits are rewritten without embedding.
+    A crash loses at most the batch in flight; a re-run finishes the rest.
+    """
+    report = IngestReport()
+    bar = Progress(progress, total_of(records))
+    try:
+        for batch in batches(records, batch_size, report, on_error):
+            stored = lookup(batch)
+            todo, changed = [], []
+            for rec in batch:
+                prev = stored.get(rec.id)
+                if prev is None or prev[0] != rec.hash:
+                    todo.append(rec)
+                elif prev[1] != labels(rec):
+                    changed.append(rec)
+                else:
+                    report.skipped += 1
+            if todo:
+                vectors = embed([r.text for r in todo])
+                report.embedded += len(todo)
+                write(todo, vectors)
+            if changed:
+                relabel(changed)
+            report.written += len(todo) + len(changed)
+            report.updated += len(changed) + sum(r.id in stored for r in todo)
+            bar.update(report)
+            if on_batch is not None:
+                on_batch(report)
+    finally:
+        bar.close(report)
+    return report
