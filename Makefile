@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint llama-server bench clean
+.PHONY: install demo test lint llama-server bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ test: $(STAMP) llama-server
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# Throughput, HTTP, ingestion and memory figures (about 17 minutes on 2 cores).
 bench: $(STAMP) llama-server
 	$(BIN)/python benchmarks/throughput.py
+
+bench-quick: $(STAMP) llama-server
+	$(BIN)/python benchmarks/throughput.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -127,7 +127,7 @@ def build_embedder(
     }
     if model is not None:
         remote["model"] = model
-    return Qwen3Embedder.model_runner(  # type: ignore[attr-defined]
+    return Qwen3Embedder.model_runner(
         **common, **{k: v for k, v in remote.items() if v is not None}
     )
 

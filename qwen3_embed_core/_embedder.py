@@ -97,6 +97,7 @@ class Qwen3Embedder:
         max_sequences: int | None = None,
         flash_attention: bool | None = False,
         n_gpu_layers: int = 0,
+        repack: bool = False,
         download: bool = True,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> Qwen3Embedder:
@@ -118,6 +119,9 @@ class Qwen3Embedder:
         texts instead of ~0.9999999), so it is off unless you ask; None lets
         llama.cpp decide.
         ``n_gpu_layers``: layers to offload on a GPU build of llama.cpp.
+        ``repack``: let llama.cpp repack quantized weights for AMX/AVX
+        kernels; off because those AMX kernels crash on short inputs with
+        Q8_0 files (ggml-org/llama.cpp#20824) and were slower here.
         """
         from . import _local
         from ._hub import resolve_model
@@ -144,6 +148,7 @@ class Qwen3Embedder:
             n_threads=n_threads,
             flash_attention=flash_attention,
             n_gpu_layers=n_gpu_layers,
+            repack=repack,
             model_name=f"Qwen3-Embedding-{variant.name}" if variant else None,
             **tuning,
         )

@@ -32,14 +32,12 @@ from typing import Any
 import numpy as np
 
 from ._errors import BackendError, ConfigurationError, TextTooLongError, missing_dependency
-from ._packing import Pack, plan_packs
+from ._packing import Pack, default_budget, plan_packs
 from ._qwen3 import POOLING_LAST
 
 logger = logging.getLogger("qwen3_embed_core.local")
 
-# Defaults for packing; the throughput benchmark (benchmarks/) tunes them.
-DEFAULT_BATCH_TOKENS = 512
-DEFAULT_UBATCH_TOKENS = 512
+# Texts per decode; the token budget comes from the model's shape (_packing).
 DEFAULT_MAX_SEQUENCES = 64
 
 _LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR,
@@ -158,11 +156,12 @@ class LocalBackend:
         max_tokens: int | None = None,
         truncate: bool = False,
         n_threads: int | None = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
-        ubatch_tokens: int = DEFAULT_UBATCH_TOKENS,
+        batch_tokens: int | None = None,
+        ubatch_tokens: int | None = None,
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
         flash_attention: bool | None = False,
         n_gpu_layers: int = 0,
+        repack: bool = False,
         model_name: str | None = None,
     ) -> None:
         llama_cpp = _llama_cpp()
@@ -170,12 +169,12 @@ class LocalBackend:
         self._llama = llama_cpp
         self.path = Path(model_path)
         self.model_name = model_name or self.path.name
-        if batch_tokens < 2 or ubatch_tokens < 1 or max_sequences < 1:
+        if (batch_tokens is not None and batch_tokens < 2) or (
+            ubatch_tokens is not None and ubatch_tokens < 1
+        ) or max_sequences < 1:
             raise ConfigurationError(
                 "batch_tokens must be >= 2, ubatch_tokens and max_sequences >= 1"
             )
-        self.batch_tokens = batch_tokens
-        self.ubatch_tokens = min(ubatch_tokens, batch_tokens)
         self.max_sequences = min(max_sequences, int(llama_cpp.llama_max_parallel_sequences()))
         self.n_threads = n_threads or physical_cores()
         self.truncate = truncate
@@ -188,6 +187,11 @@ class LocalBackend:
 
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
+        # llama.cpp's extra CPU buffer types repack quantized weights for AMX and
+        # friends. On AMX CPUs this version's AMX kernels crash on short inputs
+        # with Q8_0 weights (ggml-org/llama.cpp#20824) and were slower than the
+        # plain kernels in our benchmark, so they are off unless asked for.
+        params.use_extra_bufts = repack
         _recent_errors.clear()
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:
@@ -206,6 +210,8 @@ class LocalBackend:
         self.max_tokens = min(max_tokens or self.context_tokens, self.context_tokens)
         self.metadata = self._metadata()
         arch = self.metadata.get("general.architecture")
+        self.batch_tokens = batch_tokens or self._shape_budget(arch)
+        self.ubatch_tokens = min(ubatch_tokens or self.batch_tokens, self.batch_tokens)
         if arch != "qwen3":
             warnings.warn(
                 f"{self.path.name} is a {arch!r} model, not qwen3: the Qwen3 instruction format "
@@ -237,6 +243,19 @@ class LocalBackend:
             if n >= 0:
                 out[key] = buf.value.decode("utf-8", "replace")
         return out
+
+    def _shape_budget(self, arch: str | None) -> int:
+        meta = self.metadata
+
+        def key(name: str, default: int) -> int:
+            return int(meta.get(f"{arch}.{name}", default))
+
+        n_head = key("attention.head_count", 16)
+        head_dim = key("attention.key_length", self.full_dimensions // n_head)
+        return default_budget(
+            self.full_dimensions, n_head, key("attention.head_count_kv", n_head), head_dim,
+            key("feed_forward_length", 3 * self.full_dimensions),
+        )
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids for ``text``, ending in exactly one EOS (BOS only if the file asks)."""

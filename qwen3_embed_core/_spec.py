@@ -216,15 +216,14 @@ class EmbedderSpec:
                 raise ConfigurationError(
                     f"the API key is read from ${self.api_key_env_var}, which is not set"
                 )
-        factory = getattr(Qwen3Embedder, "model_runner", None)
-        if factory is None:  # pragma: no cover - present once the HTTP backend lands
-            raise ConfigurationError("this qwen3-embed has no model-runner backend")
         urls: dict[str, Any] = {}
         if len(self.base_urls) == 1:
             urls["base_url"] = self.base_urls[0]
         elif self.base_urls:
             urls["base_urls"] = list(self.base_urls)
-        return factory(self.model or MODEL_RUNNER_MODEL, api_key=api_key, **urls, **common)
+        return Qwen3Embedder.model_runner(
+            self.model or MODEL_RUNNER_MODEL, api_key=api_key, **urls, **common
+        )
 
 
 # -- what a store records about the vectors it holds ------------------------------

@@ -3,6 +3,7 @@
 import asyncio
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +225,41 @@ def test_no_warnings_on_the_happy_path(embedder):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         embedder.embed_documents(SHORT)
+
+
+# llama.cpp multiplies Q8_0 weights with activations quantized to 8 bits too,
+# which the float reference does not do: a looser bound for that file type.
+@pytest.mark.parametrize(("dtype", "bound"), [("F16", COS_MIN), ("Q8_0", 0.999)])
+def test_half_and_8bit_files_match_their_reference(tmp_path, dtype, bound):
+    """Quantized files, short and long inputs, in a child process.
+
+    A child process because the failure this guards against is a crash: on
+    AMX CPUs llama.cpp's repacked Q8_0 kernels segfault on short inputs, which
+    the default (repack=False) avoids.
+    """
+    import subprocess
+    import sys
+
+    from qwen3_embed_core.testing import build_model
+
+    path = build_model(tmp_path / f"tiny-{dtype}.gguf", dtype=dtype)
+    code = (
+        "import sys, numpy as np\n"
+        "from qwen3_embed_core import Qwen3Embedder\n"
+        "from qwen3_embed_core.testing import Reference\n"
+        "from tests.texts import SHORT, long_text\n"
+        f"path = {str(path)!r}\n"
+        "texts = ['hi', SHORT[0], long_text(300)]\n"
+        "ref = Reference(path)\n"
+        "with Qwen3Embedder.local(path) as emb:\n"
+        "    got = emb.embed_documents(texts)\n"
+        "    q = emb.embed_query('hi')\n"
+        "cos = [float(v @ ref.embed(t)) for v, t in zip(got, texts)]\n"
+        "cos.append(float(q @ ref.embed(emb.format_query('hi'))))\n"
+        "print(min(cos))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip().splitlines()[-1]) >= bound
