@@ -275,6 +275,14 @@ class _InputFault(Exception):
         self.limit = limit
 
 
+def _count_send(op: _Send) -> None:
+    """Count a request on its endpoint, and log it without credentials."""
+    with op.endpoint.stats_lock:
+        op.endpoint.requests += 1
+    if logger.isEnabledFor(logging.DEBUG):  # redacting parses the URL: not on every request
+        logger.debug("POST %s (%d bytes)", redact_url(op.url), len(op.body))
+
+
 class _Endpoint:
     """One server, and what we learned about it."""
 
@@ -284,15 +292,24 @@ class _Endpoint:
         self.embeddings_url = url + "/embeddings"
         # llama-server serves /tokenize at its root, beside /v1.
         self.tokenize_url = url[: -len("/v1")] + "/tokenize"
-        self.suffix: str | None = None  # appended to every text; None until probed
-        self.appends_eos: bool | None = None
+        # The same URLs without credentials: the only forms messages may show.
+        self.embeddings_display = self.display + "/embeddings"
+        self.tokenize_display = redact_url(self.tokenize_url)
+        self.appends_eos: bool | None = None  # None: not probed, or no clear answer
         self.base64 = True
+        # Set last by the probe: once True, the two facts above are final.
+        self.probed = False
         self.down_until = 0.0  # time.monotonic() until which it is tried last
         self.requests = 0
         self.failures = 0
         self.sem = threading.BoundedSemaphore(max_concurrency)  # sync requests in flight
         self.probe_lock = threading.Lock()
         self.stats_lock = threading.Lock()
+
+    @property
+    def suffix(self) -> str:
+        """Appended to every text: EOS when the server does not add it itself."""
+        return EOS_TEXT if self.appends_eos is False else ""
 
     def is_down(self, now: float) -> bool:
         return self.down_until > now
@@ -352,9 +369,16 @@ class ModelRunnerBackend:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigurationError(f"{arg}= must be an integer >= {low}, not {value!r}")
-        for arg, value in (("timeout", timeout), ("connect_timeout", connect_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigurationError(f"{arg}= must be a positive number of seconds")
+        for arg, value, zero_ok in (
+            ("timeout", timeout, False),
+            ("connect_timeout", connect_timeout, False),
+            ("backoff", backoff, True),  # 0: retry at once
+            ("max_backoff", max_backoff, True),
+        ):
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+                    or (value == 0 and not zero_ok)):
+                kind = "non-negative" if zero_ok else "positive"
+                raise ConfigurationError(f"{arg}= must be a {kind} number of seconds")
         if api_key is not None and (not isinstance(api_key, str) or not api_key):
             raise ConfigurationError("api_key= must be a non-empty string or None")
         self.model_name = model
@@ -415,9 +439,9 @@ class ModelRunnerBackend:
         return [
             {
                 "url": ep.display,
-                "probed": ep.suffix is not None,
+                "probed": ep.probed,
                 "server_appends_eos": ep.appends_eos,
-                "base64": ep.base64 if ep.suffix is not None else None,
+                "base64": ep.base64 if ep.probed else None,
                 "requests": ep.requests,
                 "failures": ep.failures,
                 "down": ep.is_down(now),
@@ -537,7 +561,7 @@ class ModelRunnerBackend:
             )
         if status == 404:
             return ServerError(
-                f"{ep.embeddings_url} answered 404 ({excerpt}): there is no embeddings API at "
+                f"{ep.embeddings_display} answered 404 ({excerpt}): there is no embeddings API at "
                 f"that URL. For Docker Model Runner pass its base URL (e.g. {MODEL_RUNNER_URL}; "
                 f"the engine path {MODEL_RUNNER_ENGINE_PATH} is added for you); for llama-server "
                 "pass http://HOST:PORT/v1 and start it with --embeddings",
@@ -575,7 +599,9 @@ class ModelRunnerBackend:
                 status,
                 excerpt,
             )
-        return ServerError(f"{ep.embeddings_url} answered {status}: {excerpt}", status, excerpt)
+        return ServerError(
+            f"{ep.embeddings_display} answered {status}: {excerpt}", status, excerpt
+        )
 
     def _input_error(
         self, ep: _Endpoint, fault: _InputFault, index: int | None, span: tuple[int, int] | None
@@ -659,7 +685,7 @@ class ModelRunnerBackend:
 
     def _parse(self, ep: _Endpoint, resp: httpx.Response, n: int) -> tuple[np.ndarray, dict]:
         """(vectors in input order, the JSON payload) for ``n`` texts, or BadResponseError."""
-        status, where = resp.status_code, ep.embeddings_url
+        status, where = resp.status_code, ep.embeddings_display
         try:
             payload = json.loads(resp.content)
         except ValueError:
@@ -720,7 +746,7 @@ class ModelRunnerBackend:
             for ep in self._rotation(first):
                 tries += 1
                 try:
-                    if ep.suffix is None:
+                    if not ep.probed:
                         failure = yield _Probe(ep)
                         if failure is not None:
                             raise failure
@@ -751,11 +777,11 @@ class ModelRunnerBackend:
         usage = payload.get("usage")
         tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         if tokens == EOS_PROBE_SERVER_APPENDS:
-            suffix, appends = "", True
+            appends: bool | None = True
         elif tokens == EOS_PROBE_SERVER_DOES_NOT:
-            suffix, appends = EOS_TEXT, False
+            appends = False
         else:
-            suffix, appends = "", None
+            appends = None
             msg = (
                 f"could not tell whether {ep.display} appends the EOS token: for the input "
                 f"{EOS_TEXT!r} it reported usage.prompt_tokens={tokens!r} (expected 1 or 2). "
@@ -766,7 +792,7 @@ class ModelRunnerBackend:
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
         ep.appends_eos = appends
         ep.base64 = use_base64
-        ep.suffix = suffix
+        ep.probed = True
         logger.info(
             "%s: server appends EOS: %s; base64: %s", ep.display, appends, use_base64
         )
@@ -775,7 +801,7 @@ class ModelRunnerBackend:
         self, texts: list[str], start: int
     ) -> Callable[[_Endpoint], Flow[np.ndarray]]:
         def attempt(ep: _Endpoint) -> Flow[np.ndarray]:
-            suffix = ep.suffix or ""
+            suffix = ep.suffix
             body = self._body([t + suffix for t in texts], ep.base64)
             out = yield _Send(ep, ep.embeddings_url, body)
             try:
@@ -793,7 +819,7 @@ class ModelRunnerBackend:
         (longest first for "too long", shortest first for "empty"); bounded by the batch."""
         if len(texts) == 1:
             return self._input_error(ep, fault, start, None)
-        suffix = ep.suffix or ""
+        suffix = ep.suffix
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]),
                        reverse=fault.kind != "empty")
         for i in order:
@@ -809,7 +835,7 @@ class ModelRunnerBackend:
 
     def _count_attempt(self, text: str) -> Callable[[_Endpoint], Flow[int]]:
         def attempt(ep: _Endpoint) -> Flow[int]:
-            content = text + (ep.suffix or "")
+            content = text + ep.suffix
             body = json.dumps(
                 {"content": content, "add_special": True, "parse_special": True},
                 ensure_ascii=False,
@@ -818,7 +844,7 @@ class ModelRunnerBackend:
             if isinstance(out, httpx.Response) and out.status_code in (404, 405, 501):
                 raise BackendError(
                     f"count_tokens needs llama-server's /tokenize endpoint, which "
-                    f"{redact_url(ep.tokenize_url)} does not serve ({out.status_code} "
+                    f"{ep.tokenize_display} does not serve ({out.status_code} "
                     f"{_excerpt(out.text)}); Docker Model Runner does not expose it. Count "
                     "locally instead: Qwen3Embedder.local(<the same GGUF>).count_tokens(text)"
                 )
@@ -829,7 +855,7 @@ class ModelRunnerBackend:
                     raise TypeError
             except (ValueError, KeyError, TypeError):
                 raise BadResponseError(
-                    f"{redact_url(ep.tokenize_url)} answered {resp.status_code} without a "
+                    f"{ep.tokenize_display} answered {resp.status_code} without a "
                     f"'tokens' list: {_excerpt(resp.text)!r}"
                 ) from None
             return len(tokens)
@@ -904,11 +930,8 @@ class ModelRunnerBackend:
 
     def _do(self, op: _Op) -> Any:
         if isinstance(op, _Send):
-            ep = op.endpoint
-            with ep.sem:
-                with ep.stats_lock:
-                    ep.requests += 1
-                logger.debug("POST %s (%d bytes)", redact_url(op.url), len(op.body))
+            with op.endpoint.sem:
+                _count_send(op)
                 try:
                     return self._client.post(op.url, content=op.body)
                 except httpx.TransportError as exc:
@@ -918,7 +941,7 @@ class ModelRunnerBackend:
             return None
         ep = op.endpoint
         with ep.probe_lock:
-            if ep.suffix is not None:
+            if ep.probed:
                 return None
             try:
                 self._run(self._probe_flow(ep))
@@ -983,11 +1006,8 @@ class ModelRunnerBackend:
 
     async def _ado(self, op: _Op, state: _LoopState) -> Any:
         if isinstance(op, _Send):
-            ep = op.endpoint
-            async with state.sems[id(ep)]:
-                with ep.stats_lock:
-                    ep.requests += 1
-                logger.debug("POST %s (%d bytes)", redact_url(op.url), len(op.body))
+            async with state.sems[id(op.endpoint)]:
+                _count_send(op)
                 try:
                     return await state.client.post(op.url, content=op.body)
                 except httpx.TransportError as exc:
@@ -997,7 +1017,7 @@ class ModelRunnerBackend:
             return None
         ep = op.endpoint
         async with state.locks[id(ep)]:
-            if ep.suffix is not None:
+            if ep.probed:
                 return None
             try:
                 await self._arun(self._probe_flow(ep), state)

@@ -20,6 +20,7 @@ from qwen3_embed_core import (
     EOS_TEXT,
     BackendError,
     BadResponseError,
+    ConfigurationError,
     InvalidInputError,
     ModelNotFoundError,
     ModelRunnerBackend,
@@ -170,6 +171,14 @@ def test_backoff_is_exponential_with_jitter_and_capped():
     assert backoff_delay(0, 0.5, 4.0, retry_after=60.0) == 4.0
 
 
+@pytest.mark.parametrize("arg", ["backoff", "max_backoff"])
+def test_negative_backoff_is_refused_at_construction(arg):
+    # Not at the first retry, where time.sleep would raise mid-call.
+    with pytest.raises(ConfigurationError, match=f"{arg}= must be a non-negative number"):
+        ModelRunnerBackend(MODEL, base_url="http://127.0.0.1:9/v1", **{arg: -1.0})
+    ModelRunnerBackend(MODEL, base_url="http://127.0.0.1:9/v1", **{arg: 0}).close()
+
+
 @pytest.mark.parametrize(
     "action",
     [
@@ -290,6 +299,28 @@ def test_long_excerpts_are_cut(standin):
     with http_embedder(standin.url) as emb, pytest.raises(ServerError) as info:
         emb.embed_documents(TEXTS)
     assert len(info.value.body) <= 200 and len(str(info.value)) < 500
+
+
+@pytest.mark.parametrize(
+    "path, fault, exc",
+    [
+        ("/wrong/v1", None, ServerError),  # 404: no embeddings API there
+        ("", reply(500, "upstream crashed", "text/plain"), ServerError),
+        ("", reply(200, "<html>proxy page</html>", "text/html"), BadResponseError),
+    ],
+)
+def test_credentials_in_the_url_stay_out_of_errors_and_logs(standin, caplog, path, fault, exc):
+    if fault is not None:
+        standin.script("embed", fault)
+    url = standin.url.replace("http://", "http://user:s3cret@") + path
+    caplog.set_level("DEBUG", logger="qwen3_embed_core.http")
+    with http_embedder(url) as emb, pytest.raises(exc) as info:
+        emb.embed_documents(TEXTS)
+    assert "user:s3cret" not in str(info.value) and "***@127.0.0.1" in str(info.value)
+    with http_embedder(url) as emb, pytest.raises(BackendError) as info:
+        emb.count_tokens("hello")  # the stand-in, like Model Runner, has no /tokenize
+    assert "user:s3cret" not in str(info.value) and "***@127.0.0.1" in str(info.value)
+    assert "POST http://***@127.0.0.1" in caplog.text and "s3cret" not in caplog.text
 
 
 # -- the EOS probe's answers ---------------------------------------------------------------------
