@@ -101,6 +101,9 @@ def test_server_config_keeps_the_key_out(monkeypatch):
         f.spec.build()
     with pytest.raises(ConfigurationError, match=r"model_path= .* or model=/base_url="):
         Qwen3EmbeddingFunction(model_path="m.gguf", base_url="http://h")
+    for local_only in ({"max_tokens": 100}, {"truncate": True}):  # refused, not dropped
+        with pytest.raises(ConfigurationError, match="local-backend options"):
+            Qwen3EmbeddingFunction(model="ai/qwen3-embedding", **local_only)
 
 
 def test_a_missing_model_file_is_named_at_once_but_not_on_reopen(tmp_path):

@@ -80,17 +80,15 @@ class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
         if spec is None:
             options: dict[str, Any] = {
                 "dimensions": dimensions, "task": task, "task_symmetric": task_symmetric,
-                "instruction": instruction,
+                "instruction": instruction, "max_tokens": max_tokens, "truncate": truncate,
             }
             if model_path is not None:
                 if model or base_url or base_urls or api_key_env_var:
                     raise ConfigurationError(
                         "pass model_path= (local GGUF) or model=/base_url= (server), not both"
                     )
-                spec = EmbedderSpec.local(
-                    model_path, max_tokens=max_tokens, truncate=truncate, **options
-                )
-            else:
+                spec = EmbedderSpec.local(model_path, **options)
+            else:  # the spec refuses the local-only max_tokens/truncate here
                 spec = EmbedderSpec.model_runner(
                     model, base_url=base_url, base_urls=tuple(base_urls or ()),
                     api_key_env_var=api_key_env_var, **options,
