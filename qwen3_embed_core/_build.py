@@ -9,8 +9,7 @@ contradictory options in the same words.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
 
 from ._embedder import Qwen3Embedder
 from ._errors import ConfigurationError
@@ -140,7 +139,7 @@ BUILD_OPTIONS = (
 
 
 def embedder_for(
-    options: Mapping[str, Any],
+    fields: object,
     *,
     explicit: Collection[str],
     embedder: Qwen3Embedder | None = None,
@@ -148,11 +147,12 @@ def embedder_for(
 ) -> Qwen3Embedder:
     """The embedder an adapter's fields describe, or the shared ``embedder``.
 
-    ``options``: the adapter's values for :data:`BUILD_OPTIONS` (None =
-    default; ``api_key`` as plain text). ``explicit``: the names the user set,
-    so a key that came from the environment is not refused by the local
-    backend, and options given next to a shared ``embedder`` are refused
-    instead of silently ignored.
+    ``fields``: the adapter, whose attributes named in :data:`BUILD_OPTIONS`
+    hold its options (None = default; ``api_key`` as text or as a secret with
+    ``get_secret_value()``, such as pydantic's ``SecretStr``). ``explicit``:
+    the names the user set, so a key that came from the environment is not
+    refused by the local backend, and options given next to a shared
+    ``embedder`` are refused instead of silently ignored.
     """
     if embedder is not None:
         clash = [name for name in BUILD_OPTIONS if name in explicit]
@@ -162,7 +162,9 @@ def embedder_for(
                 "(set them when building the Qwen3Embedder)"
             )
         return embedder
-    kwargs = {name: options.get(name) for name in BUILD_OPTIONS}
+    kwargs = {name: getattr(fields, name) for name in BUILD_OPTIONS}
+    if hasattr(kwargs["api_key"], "get_secret_value"):
+        kwargs["api_key"] = kwargs["api_key"].get_secret_value()
     kind = infer_backend(
         kwargs["backend"], model=kwargs["model"], model_path=kwargs["model_path"],
         base_url=kwargs["base_url"], base_urls=kwargs["base_urls"],

@@ -57,19 +57,13 @@ def chunk_text(
     chunks: list[str] = []
     start = 0
     while start < len(cuts) - 1:
-        # Every word costs at least one token, so the answer lies within
-        # max_tokens words: the search stays logarithmic in the budget.
-        lo, hi = start + 1, min(len(cuts) - 1, start + max_tokens)
-        if cost(start, lo) > max_tokens:
+        if cost(start, start + 1) > max_tokens:
             _split_word(text, cuts, start, count_tokens, max_tokens)
             continue
-        while lo < hi:  # largest end whose span fits
-            mid = (lo + hi + 1) // 2
-            if cost(start, mid) <= max_tokens:
-                lo = mid
-            else:
-                hi = mid - 1
-        end = lo
+        # Every word costs at least one token, so the answer lies within
+        # max_tokens words: the search stays logarithmic in the budget.
+        last = min(len(cuts) - 1, start + max_tokens)
+        end = _last_fitting(start + 1, last, lambda i, s=start: cost(s, i) <= max_tokens)
         chunks.append(text[cuts[start] : cuts[end]].strip())
         if end == len(cuts) - 1:
             break
@@ -85,6 +79,18 @@ def _first_fitting(lo: int, hi: int, fits: Callable[[int], bool]) -> int:
             hi = mid
         else:
             lo = mid + 1
+    return lo
+
+
+def _last_fitting(lo: int, hi: int, fits: Callable[[int], bool]) -> int:
+    """Largest i in [lo, hi] with fits(i), for fits true up to some i and false after;
+    lo if none."""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
     return lo
 
 
@@ -109,13 +115,8 @@ def _split_word(
     a, b = cuts[start], cuts[start + 1]
     while text[a].isspace():  # the word proper, not the whitespace before it
         a += 1
-    lo, hi = a + 1, b - 1
-    while lo < hi:  # longest prefix that fits
-        mid = (lo + hi + 1) // 2
-        if count_tokens(text[a:mid]) <= max_tokens:
-            lo = mid
-        else:
-            hi = mid - 1
+    # The longest prefix that fits (checked: even one character may not).
+    lo = _last_fitting(a + 1, b - 1, lambda i: count_tokens(text[a:i]) <= max_tokens)
     if count_tokens(text[a:lo]) > max_tokens:
         raise ConfigurationError(
             f"max_tokens={max_tokens} is too small: a single character costs more "

@@ -76,8 +76,7 @@ class Qwen3Embedder:
     ) -> None:
         self._backend = backend
         self._instruction = resolve_instruction(task, instruction)
-        full = backend.full_dimensions or dimensions_for_model(backend.model_name)
-        self._dimensions = check_dimensions(dimensions, full, backend.model_name)
+        self._dimensions = check_dimensions(dimensions, self.full_dimensions, backend.model_name)
 
     # -- constructors --------------------------------------------------------
 

@@ -18,6 +18,12 @@ ATTENTION_WASTE = 0.1
 MIN_BUDGET, MAX_BUDGET = 256, 2048
 
 
+def linear_macs(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int) -> int:
+    """Multiply-adds per token per layer in a Qwen3 block's projections and SwiGLU MLP."""
+    q, kv = n_head * head_dim, n_head_kv * head_dim
+    return n_embd * (q + 2 * kv) + q * n_embd + 3 * n_embd * n_ff
+
+
 def default_budget(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff: int) -> int:
     """Tokens per decode for a decoder of this shape.
 
@@ -27,8 +33,7 @@ def default_budget(n_embd: int, n_head: int, n_head_kv: int, head_dim: int, n_ff
     projections and MLP. T is chosen so that waste is ``ATTENTION_WASTE`` of
     the useful work: 384 tokens for Qwen3-0.6B, about 1,200 for 4B, 2,048 for 8B.
     """
-    q, kv = n_head * head_dim, n_head_kv * head_dim
-    linear = n_embd * (q + 2 * kv) + q * n_embd + 3 * n_embd * n_ff
+    linear = linear_macs(n_embd, n_head, n_head_kv, head_dim, n_ff)
     per_pair = 2 * n_head * head_dim
     budget = int(ATTENTION_WASTE * linear / per_pair) // 64 * 64
     return max(MIN_BUDGET, min(MAX_BUDGET, budget))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from ._errors import ConfigurationError, ModelNotFoundError
 from ._inputs import Instruction, resolve_instruction
-from ._qwen3 import MODEL_RUNNER_MODEL, TASKS, VARIANTS, Task, lookup_variant
+from ._qwen3 import MODEL_RUNNER_MODEL, TASKS, Task, dimensions_for_model, lookup_variant
 
 BackendName = Literal["local", "model-runner"]
 BACKENDS = ("local", "model-runner")
@@ -40,9 +40,6 @@ def model_id(name: str) -> str:
     if variant is not None:
         return variant.name
     base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    for v in VARIANTS.values():
-        if base.lower() == v.filename.lower():
-            return v.name
     match = _VARIANT_FILE.fullmatch(base)
     if match and (variant := lookup_variant(match[1])) is not None:
         return variant.name
@@ -228,9 +225,6 @@ class EmbedderSpec:
 
 # -- what a store records about the vectors it holds ------------------------------
 
-RECORD_KEYS = ("model", "dimensions", "document_prefix", "query_prefix")
-
-
 def vector_record(model_name: str, dimensions: int | None, prompts: Instruction) -> dict[str, Any]:
     """The facts that make two sets of vectors comparable, as JSON."""
     return {
@@ -260,10 +254,7 @@ def spec_record(spec: EmbedderSpec) -> dict[str, Any]:
     ``dimensions`` is the MRL size, else the variant's full size when the
     model is a known variant, else None (the model's full size, unknown).
     """
-    dims = spec.dimensions
-    if dims is None:
-        variant = lookup_variant(spec.model_id)
-        dims = variant.dimensions if variant else None
+    dims = spec.dimensions if spec.dimensions is not None else dimensions_for_model(spec.model_id)
     return vector_record(spec.model_name, dims, spec.prompts)
 
 
@@ -272,23 +263,11 @@ def check_record(recorded: dict[str, Any], current: dict[str, Any], where: str) 
 
     ``where`` names the collection in the message, e.g. ``"Qdrant collection 'docs'"``.
     """
-    problems = []
-    if recorded.get("model") != current["model"]:
-        problems.append(f"model {recorded.get('model')!r} (this embedder: {current['model']!r})")
-    if recorded.get("dimensions") != current["dimensions"]:
-        problems.append(
-            f"{_dims(recorded.get('dimensions'))} (this embedder: {_dims(current['dimensions'])})"
-        )
-    if recorded.get("document_prefix") != current["document_prefix"]:
-        problems.append(
-            f"document instruction {recorded.get('document_prefix')!r} "
-            f"(this embedder: {current['document_prefix']!r})"
-        )
-    if recorded.get("query_prefix") != current["query_prefix"]:
-        problems.append(
-            f"query instruction {recorded.get('query_prefix')!r} "
-            f"(this embedder: {current['query_prefix']!r})"
-        )
+    problems = [
+        f"{label}{show(recorded.get(key))} (this embedder: {show(current[key])})"
+        for key, label, show in _RECORD_FACTS
+        if recorded.get(key) != current[key]
+    ]
     if problems:
         raise ConfigurationError(
             f"{where} was made with " + "; ".join(problems) + ". Vectors made differently are "
@@ -299,3 +278,12 @@ def check_record(recorded: dict[str, Any], current: dict[str, Any], where: str) 
 
 def _dims(d: object) -> str:
     return "the model's full size" if d is None else f"{d} dimensions"
+
+
+# Each fact of a vector_record, and how a mismatch message shows it.
+_RECORD_FACTS = (
+    ("model", "model ", repr),
+    ("dimensions", "", _dims),
+    ("document_prefix", "document instruction ", repr),
+    ("query_prefix", "query instruction ", repr),
+)

@@ -33,10 +33,8 @@ QUERY_PRESET = "Given a question, retrieve relevant documents that best answer t
 # which runs before the suites' own ``model`` fixture and test bodies.
 
 
-class _Local:
-    @pytest.fixture(autouse=True)
-    def _params(self, tiny_model: Path) -> None:
-        self.params = {"model_path": str(tiny_model)}
+class _Suite:
+    params: dict
 
     @property
     def embeddings_class(self) -> type[Qwen3Embeddings]:
@@ -45,6 +43,12 @@ class _Local:
     @property
     def embedding_model_params(self) -> dict:
         return self.params
+
+
+class _Local(_Suite):
+    @pytest.fixture(autouse=True)
+    def _params(self, tiny_model: Path) -> None:
+        self.params = {"model_path": str(tiny_model)}
 
     @property
     def init_from_env_params(self) -> tuple[dict, dict, dict]:
@@ -56,18 +60,10 @@ class _Local:
         )
 
 
-class _Server:
+class _Server(_Suite):
     @pytest.fixture(autouse=True)
     def _params(self, llama_server) -> None:
         self.params = {"backend": "model-runner", "model": "tiny", "base_url": llama_server.base_url}
-
-    @property
-    def embeddings_class(self) -> type[Qwen3Embeddings]:
-        return Qwen3Embeddings
-
-    @property
-    def embedding_model_params(self) -> dict:
-        return self.params
 
     @property
     def init_from_env_params(self) -> tuple[dict, dict, dict]:

@@ -103,6 +103,7 @@ class _Store:
         if uri.path is not None and not create and not uri.path.is_dir():
             raise UsageError(f"no {uri.kind} store at {uri.path} (ingest into it first)")
         self.uri = uri
+        self.create = create  # make the collection if it is missing (ingest), else refuse
 
     def embedder(self, spec: EmbedderSpec | None) -> Any: ...
 
@@ -127,7 +128,6 @@ class _Qdrant(_Store):
                            else QdrantClient(path=str(uri.path)))
         except RuntimeError as exc:  # embedded Qdrant: one process at a time
             raise UsageError(f"{uri}: {exc}") from exc
-        self.create = create
         self.spec: EmbedderSpec | None = None
         self._emb: Any = None
 
@@ -146,8 +146,7 @@ class _Qdrant(_Store):
         with self.q._errors(self.client):
             if not self.client.collection_exists(self.uri.collection):
                 return None
-            meta = self.client.get_collection(self.uri.collection).config.metadata or {}
-        return meta.get(self.q.METADATA_KEY) or {}  # {}: a collection with no record
+            return self.q._record(self.client, self.uri.collection)[1] or {}  # {}: no record
 
     def ingest(self, records: Iterator[dict[str, Any]], batch_size: int, on_error: str,
                progress: bool) -> IngestReport:
@@ -183,7 +182,6 @@ class _Chroma(_Store):
                 raise ServerUnavailableError(f"cannot reach Chroma at {uri.url}: {exc}") from exc
         else:
             self.client = chromadb.PersistentClient(str(uri.path), settings=settings)
-        self.create = create
         self.collection: Any = None
         self.function: Any = None
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from qwen3_embed_core import Qwen3Embedder, Task, check_texts
-from qwen3_embed_core._build import API_KEY_ENV, BACKENDS, BUILD_OPTIONS, embedder_for
+from qwen3_embed_core._build import API_KEY_ENV, BACKENDS, embedder_for
 from qwen3_embed_core._errors import missing_dependency
 
 try:
@@ -101,12 +101,8 @@ class Qwen3Embeddings(BaseModel, Embeddings):
 
     @model_validator(mode="after")
     def _build_embedder(self) -> Qwen3Embeddings:
-        options = {name: getattr(self, name) for name in BUILD_OPTIONS}
-        if self.api_key is not None:
-            options["api_key"] = self.api_key.get_secret_value()
         self._embedder = embedder_for(
-            options, explicit=self.model_fields_set, embedder=self.embedder,
-            batch_size=self.batch_size,
+            self, explicit=self.model_fields_set, embedder=self.embedder, batch_size=self.batch_size
         )
         if self._embedder.backend.name in BACKENDS:  # show what was inferred
             self.backend = self._embedder.backend.name  # type: ignore[assignment]

@@ -6,7 +6,7 @@ import os
 from typing import Any, Literal
 
 from qwen3_embed_core import Qwen3Embedder, Task, check_texts
-from qwen3_embed_core._build import BACKENDS, BUILD_OPTIONS, embedder_for
+from qwen3_embed_core._build import BACKENDS, embedder_for
 from qwen3_embed_core._errors import missing_dependency
 
 try:
@@ -109,11 +109,8 @@ class Qwen3Embedding(BaseEmbedding):
 
     @model_validator(mode="after")
     def _build_embedder(self) -> Qwen3Embedding:
-        options = {name: getattr(self, name) for name in BUILD_OPTIONS}
-        if self.api_key is not None:
-            options["api_key"] = self.api_key.get_secret_value()
         self._embedder = embedder_for(
-            options, explicit=self.model_fields_set, embedder=self.embedder,
+            self, explicit=self.model_fields_set, embedder=self.embedder,
             batch_size=self.embed_batch_size,
         )
         if self._embedder.backend.name in BACKENDS:  # show what was inferred

@@ -108,22 +108,23 @@ def ensure_collection(
     empty collection without a record is adopted. Returns the record.
     """
     current = embedder_record(embedder)
+    # What a new or adopted collection records: the vectors' facts, and how to rebuild.
+    new_record = {**current, **({"embedder": spec.to_config()} if spec else {})}
     with _errors(client):
         if not client.collection_exists(name):
-            record = {**current, **({"embedder": spec.to_config()} if spec else {})}
             client.create_collection(
                 name,
                 vectors_config=models.VectorParams(
                     size=current["dimensions"], distance=models.Distance.COSINE
                 ),
-                metadata={METADATA_KEY: record},
+                metadata={METADATA_KEY: new_record},
             )
             if _record(client, name)[1] is None:  # a server too old to keep it
                 raise ConfigurationError(
                     f"{_where(client)} did not keep the collection metadata that records the "
                     "model; qwen3_embed_qdrant needs a Qdrant with collection metadata (1.16+)"
                 )
-            return record
+            return new_record
         info, record = _record(client, name)
         _check_vectors(info, name, current["dimensions"])
         if record is None:
@@ -133,9 +134,8 @@ def ensure_collection(
                     "made them (it was not created by qwen3-embed); cannot check they match: "
                     "use a new collection"
                 )
-            record = {**current, **({"embedder": spec.to_config()} if spec else {})}
-            client.update_collection(name, metadata={METADATA_KEY: record})
-            return record
+            client.update_collection(name, metadata={METADATA_KEY: new_record})
+            return new_record
     check_record(record, current, f"Qdrant collection {name!r}")
     return record
 
