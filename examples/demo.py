@@ -1,15 +1,19 @@
-"""The main job: embed a folder of documents into a store and answer queries.
+"""The main job: embed a folder of documents into a store, answer queries, rerank the answers.
 
-    python examples/demo.py [--model PATH_OR_VARIANT] [--docs FOLDER] [--store FOLDER]
+    python examples/demo.py [--model PATH_OR_VARIANT] [--rerank-model PATH]
+                            [--docs FOLDER] [--store FOLDER]
 
 The store is an embedded Qdrant database on disk (a temporary folder unless
 ``--store`` names one; run it twice on the same folder and nothing is
-embedded again).
+embedded again). Each query is answered in two stages: the embedder finds
+the nearest documents by cosine, then the reranker scores the nearest
+``CANDIDATES`` against the query and keeps the most relevant.
 
 Uses a real Qwen3-Embedding GGUF when one is available locally (``--model``,
 ``$QWEN3_EMBED_MODEL``, or any variant already in the Hugging Face cache) and
-otherwise the tiny random-weight test model, whose rankings are meaningless.
-Never touches the network.
+a real Qwen3-Reranker GGUF when one is named (``--rerank-model``,
+``$QWEN3_RERANK_MODEL``); otherwise the tiny random-weight test models, whose
+rankings are meaningless. Never touches the network.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ from pathlib import Path
 
 from qdrant_client import QdrantClient
 
-from qwen3_embed_core import VARIANTS, ModelNotFoundError, Qwen3Embedder, resolve_model
+from qwen3_embed_core import (
+    VARIANTS,
+    ModelNotFoundError,
+    Qwen3Embedder,
+    Qwen3Reranker,
+    resolve_model,
+)
 from qwen3_embed_qdrant import ingest, search
 
 HERE = Path(__file__).resolve().parent
@@ -32,6 +42,7 @@ QUERIES = [
     "Which index makes nearest-neighbour search fast?",
     "Why does coffee keep me awake?",
 ]
+SHOWN, CANDIDATES = 3, 5  # hits shown per stage; documents the reranker scores
 
 
 def find_model(requested: str | None) -> tuple[str, bool]:
@@ -49,9 +60,21 @@ def find_model(requested: str | None) -> tuple[str, bool]:
     return str(cached_tiny_model()), False
 
 
+def find_reranker(requested: str | None, folder: Path) -> tuple[str, bool]:
+    """A reranker GGUF path and whether it is a real Qwen3-Reranker (else the tiny one,
+    built into ``folder``)."""
+    name = requested or os.environ.get("QWEN3_RERANK_MODEL")
+    if name:
+        return name, True
+    from qwen3_embed_core.testing import build_reranker
+
+    return str(build_reranker(folder / "tiny-reranker.gguf")), False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="GGUF path, variant name (0.6B-Q8_0) or Model Runner tag")
+    parser.add_argument("--rerank-model", help="Qwen3-Reranker GGUF path")
     parser.add_argument("--docs", type=Path, default=HERE / "docs", help="folder of .md/.txt files")
     parser.add_argument("--store", type=Path, help="Qdrant folder to keep (default: temporary)")
     args = parser.parse_args(argv)
@@ -71,17 +94,37 @@ def main(argv: list[str] | None = None) -> int:
     ]
     with tempfile.TemporaryDirectory(prefix="qwen3-embed-demo-") as tmp, \
             Qwen3Embedder.local(path) as emb:
-        store = args.store or Path(tmp)
+        rerank_path, real_rerank = find_reranker(args.rerank_model, Path(tmp))
+        if real_rerank:
+            print(f"reranker: {rerank_path}")
+        else:
+            print("reranker: no Qwen3-Reranker GGUF given; using the tiny test reranker, whose")
+            print("          weights are random too. Pass --rerank-model "
+                  "/path/to/Qwen3-Reranker-0.6B-Q8_0.gguf.")
+        store = args.store or Path(tmp) / "qdrant"
         client = QdrantClient(path=str(store))  # embedded Qdrant: no server
         try:
-            report = ingest(client, "demo", emb, records)
-            print(f"embedded {report.embedded} documents from {args.docs} into Qdrant at {store} "
-                  f"({emb.dimensions} dimensions; {report.skipped} already there)\n")
-            for query in QUERIES:
-                print(f"Q: {query}")
-                for rank, hit in enumerate(search(client, "demo", emb, query, limit=3), start=1):
-                    print(f"   {rank}. {hit.score:.3f}  {hit.metadata['source']}")
-                print()
+            with Qwen3Reranker.local(rerank_path) as rr:
+                report = ingest(client, "demo", emb, records)
+                print(f"embedded {report.embedded} documents from {args.docs} into Qdrant at "
+                      f"{store} ({emb.dimensions} dimensions; {report.skipped} already there)")
+                print(f"stage 1: the embedder ({emb.model_name}) finds the nearest documents "
+                      "by cosine")
+                print(f"stage 2: the reranker ({rr.model_name}) scores the {CANDIDATES} nearest "
+                      f"against the query (P(yes)) and keeps the {SHOWN} best\n")
+                for query in QUERIES:
+                    print(f"Q: {query}")
+                    print("   nearest by cosine (embedder):")
+                    for rank, hit in enumerate(search(client, "demo", emb, query, limit=SHOWN),
+                                               start=1):
+                        print(f"   {rank}. {hit.score:.3f}  {hit.metadata['source']}")
+                    print(f"   most relevant of the {CANDIDATES} nearest (reranker):")
+                    reranked = search(client, "demo", emb, query, limit=SHOWN, rerank=rr,
+                                      candidates=CANDIDATES)
+                    for rank, hit in enumerate(reranked, start=1):
+                        print(f"   {rank}) {hit.score:.4f}  {hit.metadata['source']}  "
+                              f"(cosine {hit.vector_score:.3f})")
+                    print()
         finally:
             client.close()
     return 0

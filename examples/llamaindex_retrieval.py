@@ -1,7 +1,7 @@
 """LlamaIndex retrieval with Qwen3-Embedding: a vector index and its retriever, no LLM.
 
     python examples/llamaindex_retrieval.py                    # offline, tiny random-weight model
-    python examples/llamaindex_retrieval.py --model-path Qwen3-Embedding-0.6B-Q8_0.gguf
+    python examples/llamaindex_retrieval.py --model Qwen3-Embedding-0.6B-Q8_0.gguf
     python examples/llamaindex_retrieval.py --model 0.6B-Q8_0  # a variant (Hugging Face cache)
     python examples/llamaindex_retrieval.py --model ai/qwen3-embedding:0.6B-F16  # Model Runner
     python examples/llamaindex_retrieval.py --model any --base-url http://127.0.0.1:8080/v1
@@ -26,21 +26,21 @@ QUESTIONS = [
 
 def make_embedding(args: argparse.Namespace) -> Qwen3Embedding:
     options = {"dimensions": args.dimensions, "task": args.task}
-    if args.model_path or args.model or args.base_url:
-        options.update(model_path=args.model_path, model=args.model, base_url=args.base_url)
+    if args.model or args.base_url:
+        options.update(model=args.model, base_url=args.base_url)
     else:
         from qwen3_embed_core.testing import cached_tiny_model
 
         print("No model given: using the tiny test model (random weights), built offline.")
-        print("Its rankings are MEANINGLESS; pass --model-path or --model for real results.\n")
-        options["model_path"] = cached_tiny_model()
+        print("Its rankings are MEANINGLESS; pass --model for real results.\n")
+        options["model"] = cached_tiny_model()
     return Qwen3Embedding(**{k: v for k, v in options.items() if v is not None})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-path", type=Path, help="a Qwen3-Embedding GGUF file")
-    parser.add_argument("--model", help="variant name (0.6B-Q8_0) or Model Runner tag")
+    parser.add_argument("--model", "--model-path",
+                        help="GGUF path, variant name (0.6B-Q8_0) or Model Runner tag")
     parser.add_argument("--base-url", help="Model Runner or llama-server URL")
     parser.add_argument("--dimensions", type=int, help="Matryoshka size (32 to full)")
     parser.add_argument("--task", help="query task: a preset name or a description")

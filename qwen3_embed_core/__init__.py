@@ -1,4 +1,4 @@
-"""qwen3_embed_core: Qwen3-Embedding vectors, exact to the reference.
+"""qwen3_embed_core: Qwen3-Embedding vectors and Qwen3-Reranker scores, exact to the reference.
 
 >>> from qwen3_embed_core import Qwen3Embedder
 >>> emb = Qwen3Embedder.local("Qwen3-Embedding-0.6B-Q8_0.gguf", dimensions=256)
@@ -6,11 +6,13 @@
 >>> q = emb.embed_query("capital of France?")
 
 Framework-free: numpy and httpx at import time; llama-cpp-python and
-huggingface-hub are imported when a local model is loaded.
+huggingface-hub are imported when a local model is loaded. Integrations
+build on :mod:`qwen3_embed_core.adapters`; test models and the numpy
+reference are in :mod:`qwen3_embed_core.testing`.
 """
 
 from ._chunking import chunk_text
-from ._embedder import Backend, Qwen3Embedder, check_dimensions
+from ._embedder import Backend, Qwen3Embedder
 from ._errors import (
     BackendError,
     BadResponseError,
@@ -24,38 +26,34 @@ from ._errors import (
     ServerUnavailableError,
     TextTooLongError,
 )
-from ._http import ModelRunnerBackend
 from ._hub import resolve_model
-from ._inputs import Instruction, check_text, check_texts, resolve_instruction
+from ._inputs import Instruction, check_text, check_texts
+from ._options import LocalOptions, ModelRunnerOptions, infer_backend
 from ._qwen3 import (
     DEFAULT_TASK,
     EOS_TEXT,
     FULL_DIMENSIONS,
-    MAX_CONTEXT_TOKENS,
     MIN_DIMENSIONS,
     MODEL_RUNNER_MODEL,
-    MODEL_RUNNER_TAGS,
     MODEL_RUNNER_URL,
     QUERY_TEMPLATE,
     TASKS,
     VARIANTS,
     Task,
     Variant,
-    lookup_variant,
 )
-from ._records import BadRecord, Hit, IngestReport, Record, content_hash, point_id
-from ._spec import EmbedderSpec, model_id
+from ._records import BadRecord, Hit, IngestReport, content_hash, point_id
+from ._reranker import Qwen3Reranker, RerankBackend, RerankResult
+from ._spec import EmbedderSpec, RerankerSpec
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "DEFAULT_TASK",
     "EOS_TEXT",
     "FULL_DIMENSIONS",
-    "MAX_CONTEXT_TOKENS",
     "MIN_DIMENSIONS",
     "MODEL_RUNNER_MODEL",
-    "MODEL_RUNNER_TAGS",
     "MODEL_RUNNER_URL",
     "QUERY_TEMPLATE",
     "TASKS",
@@ -71,26 +69,27 @@ __all__ = [
     "Instruction",
     "InvalidInputError",
     "InvalidInputTypeError",
+    "LocalOptions",
     "MissingDependencyError",
     "ModelNotFoundError",
-    "ModelRunnerBackend",
+    "ModelRunnerOptions",
     "Qwen3EmbedError",
     "Qwen3Embedder",
-    "Record",
+    "Qwen3Reranker",
+    "RerankBackend",
+    "RerankResult",
+    "RerankerSpec",
     "ServerError",
     "ServerUnavailableError",
     "Task",
     "TextTooLongError",
     "Variant",
     "__version__",
-    "check_dimensions",
     "check_text",
     "check_texts",
     "chunk_text",
     "content_hash",
-    "lookup_variant",
-    "model_id",
+    "infer_backend",
     "point_id",
-    "resolve_instruction",
     "resolve_model",
 ]

@@ -63,7 +63,10 @@ def chunk_text(
         # Every word costs at least one token, so the answer lies within
         # max_tokens words: the search stays logarithmic in the budget.
         last = min(len(cuts) - 1, start + max_tokens)
-        end = _last_fitting(start + 1, last, lambda i, s=start: cost(s, i) <= max_tokens)
+        def fits(i: int, first: int = start) -> bool:
+            return cost(first, i) <= max_tokens
+
+        end = _last_fitting(start + 1, last, fits)
         chunks.append(text[cuts[start] : cuts[end]].strip())
         if end == len(cuts) - 1:
             break

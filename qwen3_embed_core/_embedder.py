@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
+import typing
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+from typing_extensions import Unpack
 
 from ._errors import BackendError, ConfigurationError
 from ._inputs import Instruction, TaskLike, check_text, check_texts, resolve_instruction
+from ._options import LocalOptions, ModelRunnerOptions, check_options
 from ._qwen3 import MIN_DIMENSIONS, MODEL_RUNNER_MODEL, dimensions_for_model, lookup_variant
+
+if TYPE_CHECKING:
+    from ._spec import EmbedderSpec
 
 
 @runtime_checkable
@@ -22,17 +27,28 @@ class Backend(Protocol):
     instruction is in them) and returns raw last-token states, one row per
     text, ``full_dimensions`` wide, in input order. ``full_dimensions`` may be
     None until the first call when the backend cannot know it earlier.
+    ``aembed``/``aclose`` are the async forms: native for HTTP; an in-process
+    backend runs ``embed`` in a worker thread so the event loop stays free.
     """
 
-    name: str
-    model_name: str
-    full_dimensions: int | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    @property
+    def full_dimensions(self) -> int | None: ...
 
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 def check_dimensions(dimensions: object, full: int | None, model: str) -> int | None:
@@ -62,8 +78,15 @@ class Qwen3Embedder:
     float32, unit length, and ``dimensions`` wide: the first ``dimensions``
     components of the model's output, renormalised (Matryoshka).
 
-    Build one with :meth:`local` or :meth:`model_runner`; any object that
-    follows :class:`Backend` works too.
+    Build one with :meth:`local` or :meth:`model_runner` (or from options
+    with ``EmbedderSpec.from_options(...).build()``); any object that follows
+    :class:`Backend` works too.
+
+    Args:
+        backend: the inference backend (``LocalBackend``, ``ModelRunnerBackend``...).
+        dimensions: Matryoshka size, 32 to the model's full size (None: full).
+        task: a preset name from ``TASKS``, a task description, or a :class:`Task`.
+        instruction: a complete custom query prefix instead of ``task``.
     """
 
     def __init__(
@@ -77,6 +100,9 @@ class Qwen3Embedder:
         self._backend = backend
         self._instruction = resolve_instruction(task, instruction)
         self._dimensions = check_dimensions(dimensions, self.full_dimensions, backend.model_name)
+        # The spec this embedder was built from, when it was (EmbedderSpec.build sets it):
+        # stores record it so a collection can rebuild its embedder.
+        self.spec: EmbedderSpec | None = None
 
     # -- constructors --------------------------------------------------------
 
@@ -88,39 +114,18 @@ class Qwen3Embedder:
         dimensions: int | None = None,
         task: TaskLike | None = None,
         instruction: str | None = None,
-        max_tokens: int | None = None,
-        truncate: bool = False,
-        n_threads: int | None = None,
-        batch_tokens: int | None = None,
-        ubatch_tokens: int | None = None,
-        max_sequences: int | None = None,
-        flash_attention: bool | None = False,
-        n_gpu_layers: int = 0,
-        repack: bool = False,
-        download: bool = True,
-        cache_dir: str | os.PathLike[str] | None = None,
+        **options: Unpack[LocalOptions],
     ) -> Qwen3Embedder:
         """Embed in-process with llama.cpp from a GGUF file.
 
-        ``model``: a ``.gguf`` path, a variant name (``"0.6B-Q8_0"``,
-        ``"4B-Q4_K_M"``, ...) or a Model Runner tag, resolved through the
-        Hugging Face cache (``download``/``cache_dir``). ``dimensions``: MRL
-        size, 32 to the model's full size. ``task``: a preset name from
-        ``TASKS``, a task description, or a :class:`Task`; ``instruction``:
-        a complete custom query prefix instead. ``max_tokens``: longest
-        accepted text in tokens, EOS included (default: the model's context);
-        longer texts raise :class:`TextTooLongError` unless ``truncate``.
-        ``n_threads``: CPU threads (default: physical cores).
-        ``batch_tokens``: tokens per llama.cpp decode, the packing budget;
-        ``ubatch_tokens``: llama.cpp's physical batch; ``max_sequences``:
-        texts per decode; ``flash_attention``: llama.cpp's CPU flash attention
-        accumulates in half precision (cosine ~0.99995 to the reference on long
-        texts instead of ~0.9999999), so it is off unless you ask; None lets
-        llama.cpp decide.
-        ``n_gpu_layers``: layers to offload on a GPU build of llama.cpp.
-        ``repack``: let llama.cpp repack quantized weights for AMX/AVX
-        kernels; off because those AMX kernels crash on short inputs with
-        Q8_0 files (ggml-org/llama.cpp#20824) and were slower here.
+        Args:
+            model: a ``.gguf`` path, a variant name (``"0.6B-Q8_0"``, ``"4B-Q4_K_M"``...)
+                or a Model Runner tag, resolved through the Hugging Face cache.
+            dimensions: Matryoshka size, 32 to the model's full size (None: full).
+            task: a preset name from ``TASKS``, a task description, or a :class:`Task`.
+            instruction: a complete custom query prefix instead of ``task``.
+            options: backend options, each described in :class:`LocalOptions`
+                (``n_threads``, ``max_tokens``, ``truncate``, ``batch_tokens``...).
         """
         from . import _local
         from ._hub import resolve_model
@@ -130,26 +135,16 @@ class Qwen3Embedder:
         known = lookup_variant(model) if isinstance(model, str) else None
         if known is not None:
             check_dimensions(dimensions, known.dimensions, known.name)
-        path, variant = resolve_model(model, download=download, cache_dir=cache_dir)
-        tuning = {
-            k: v
-            for k, v in {
-                "batch_tokens": batch_tokens,
-                "ubatch_tokens": ubatch_tokens,
-                "max_sequences": max_sequences,
-            }.items()
-            if v is not None
-        }
+        tuning = dict(check_options("local", options))
+        path, variant = resolve_model(
+            model,
+            download=bool(tuning.pop("download", True)),
+            cache_dir=typing.cast("str | None", tuning.pop("cache_dir", None)),
+        )
         backend = _local.LocalBackend(
             path,
-            max_tokens=max_tokens,
-            truncate=truncate,
-            n_threads=n_threads,
-            flash_attention=flash_attention,
-            n_gpu_layers=n_gpu_layers,
-            repack=repack,
             model_name=f"Qwen3-Embedding-{variant.name}" if variant else None,
-            **tuning,
+            **tuning,  # type: ignore[arg-type]  # checked against LocalOptions above
         )
         try:
             return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
@@ -168,47 +163,32 @@ class Qwen3Embedder:
         dimensions: int | None = None,
         task: TaskLike | None = None,
         instruction: str | None = None,
-        timeout: float = 60.0,
-        connect_timeout: float = 5.0,
-        max_retries: int = 3,
-        batch_size: int = 64,
-        max_concurrency: int = 4,
-        verify: bool | str = True,
+        **options: Unpack[ModelRunnerOptions],
     ) -> Qwen3Embedder:
         """Embed through Docker Model Runner or any llama.cpp server (OpenAI embeddings API).
 
-        ``model``: the served model's name, a Model Runner tag by default
-        (``"ai/qwen3-embedding"`` is the 4B Q4_K_M; ``":0.6B-F16"``, ``":8B-Q4_K_M"``...);
-        a plain llama-server accepts any name. ``base_url``: Model Runner's
-        root (default ``$QWEN3_EMBED_BASE_URL``, else ``http://localhost:12434``;
-        its engine path ``/engines/llama.cpp/v1`` is added), or an API root
-        ending in ``/v1`` used as is (``http://127.0.0.1:8080/v1`` for
-        llama-server). ``base_urls``: several such endpoints instead; batches
-        are spread over them and a failing one's batches retried on the others.
-        ``api_key``: sent as a bearer token (for endpoints behind a proxy),
-        never logged. ``dimensions``/``task``/``instruction``: as in :meth:`local`.
-        ``timeout``: seconds to wait for an answer; ``connect_timeout``:
-        seconds to wait for a connection. ``max_retries``: further rounds
-        over the endpoints after connection errors, timeouts, 429, 502, 503
-        and 504, with exponential backoff and jitter. ``batch_size``: texts
-        per request (requests also stay under Model Runner's 10 MiB body
-        limit). ``max_concurrency``: requests in flight per endpoint.
-        ``verify``: TLS certificate checking, True by default, or the path
-        of a CA bundle (PEM). Nothing is sent until the first call.
+        Nothing is sent until the first call.
+
+        Args:
+            model: the served model's name; a Model Runner tag by default
+                (``"ai/qwen3-embedding"`` is the 4B Q4_K_M; ``":0.6B-F16"``...);
+                a plain llama-server accepts any name.
+            base_url: Model Runner's root (default ``$QWEN3_EMBED_BASE_URL``, else
+                ``http://localhost:12434``; its engine path is added), or an API root
+                ending in ``/v1`` used as is (``http://127.0.0.1:8080/v1`` for llama-server).
+            base_urls: several such endpoints; batches are spread over them and a
+                failing one's batches retried on the others.
+            api_key: sent as a bearer token (endpoints behind a proxy), never logged.
+            dimensions: Matryoshka size, as in :meth:`local`.
+            task: the query task, as in :meth:`local`.
+            instruction: a complete custom query prefix, as in :meth:`local`.
+            options: backend options, each described in :class:`ModelRunnerOptions`
+                (``timeout``, ``max_retries``, ``batch_size``, ``verify``...).
         """
         from ._http import ModelRunnerBackend
 
         backend = ModelRunnerBackend(
-            model,
-            base_url=base_url,
-            base_urls=base_urls,
-            api_key=api_key,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            max_retries=max_retries,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            verify=verify,
+            model, base_url=base_url, base_urls=base_urls, api_key=api_key, **options
         )
         try:
             return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
@@ -291,12 +271,7 @@ class Qwen3Embedder:
         return self._finish(self._backend.embed(formatted), len(formatted))
 
     async def _aembed(self, formatted: list[str]) -> np.ndarray:
-        aembed = getattr(self._backend, "aembed", None)
-        if aembed is not None:
-            raw = await aembed(formatted)
-        else:  # in-process backends: keep the event loop free
-            raw = await asyncio.to_thread(self._backend.embed, formatted)
-        return self._finish(raw, len(formatted))
+        return self._finish(await self._backend.aembed(formatted), len(formatted))
 
     def _documents(self, texts: Sequence[str], task: TaskLike | None) -> list[str]:
         prompts = self._prompts(task)
@@ -322,7 +297,8 @@ class Qwen3Embedder:
 
     def embed_query(self, text: str, *, task: TaskLike | None = None) -> np.ndarray:
         """Embed one query with the instruction: shape (dimensions,)."""
-        return self._embed([self._prompts(task).query(check_text(text))])[0]
+        row: np.ndarray = self._embed([self._prompts(task).query(check_text(text))])[0]
+        return row
 
     async def aembed_documents(
         self, texts: Sequence[str], *, task: TaskLike | None = None
@@ -338,7 +314,8 @@ class Qwen3Embedder:
 
     async def aembed_query(self, text: str, *, task: TaskLike | None = None) -> np.ndarray:
         """Async :meth:`embed_query`."""
-        return (await self._aembed([self._prompts(task).query(check_text(text))]))[0]
+        row: np.ndarray = (await self._aembed([self._prompts(task).query(check_text(text))]))[0]
+        return row
 
     # -- lifetime ------------------------------------------------------------
 
@@ -348,11 +325,7 @@ class Qwen3Embedder:
 
     async def aclose(self) -> None:
         """Async :meth:`close`; also closes an HTTP backend's async connection pool."""
-        aclose = getattr(self._backend, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        else:
-            self.close()
+        await self._backend.aclose()
 
     async def __aenter__(self) -> Qwen3Embedder:
         return self

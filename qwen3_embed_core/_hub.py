@@ -60,8 +60,9 @@ def resolve_model(
             f"huggingface-hub is not installed (pip install 'qwen3-embed[hub]'). "
             + _how_to_get(variant)
         ) from exc
+    folder = os.fspath(cache_dir) if cache_dir is not None else None
     cached = huggingface_hub.try_to_load_from_cache(
-        variant.repo_id, variant.filename, cache_dir=cache_dir
+        variant.repo_id, variant.filename, cache_dir=folder
     )
     if isinstance(cached, str) and Path(cached).is_file():
         return Path(cached), variant
@@ -78,7 +79,7 @@ def resolve_model(
         got = huggingface_hub.hf_hub_download(
             variant.repo_id,
             variant.filename,
-            cache_dir=cache_dir,
+            cache_dir=folder,
             endpoint=endpoint,
             etag_timeout=HUB_TIMEOUT_S,
         )

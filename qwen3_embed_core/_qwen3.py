@@ -1,11 +1,13 @@
 """Every Qwen3-Embedding fact the library depends on, in one place.
 
-Each constant carries a one-line reason; DESIGN.md §2-4 holds the sources.
+Each constant carries a one-line reason; docs/sources.md says where each group of facts
+comes from (model cards, llama.cpp, Docker Model Runner).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 # The model was trained with exactly this query format: a newline after the
 # task and *no* space after "Query:". Peers that add a space lose quality.
@@ -22,7 +24,7 @@ EOS_TOKEN_ID = 151643
 
 # Qwen3's Hugging Face tokenizer normalises text to NFC before BPE; llama.cpp
 # does not, so the core does it for every backend.
-UNICODE_NORMALIZATION = "NFC"
+UNICODE_NORMALIZATION: Final = "NFC"
 
 # Matryoshka (MRL) training covers prefixes from 32 dimensions up.
 MIN_DIMENSIONS = 32
@@ -187,3 +189,88 @@ def dimensions_for_model(name: str) -> int | None:
     """Full embedding size for a variant name or Model Runner tag, if known."""
     variant = lookup_variant(name)
     return variant.dimensions if variant else None
+
+
+# -- Qwen3-Reranker ------------------------------------------------------------
+
+# The model card's default reranking instruction (Qwen/Qwen3-Reranker-0.6B, "Usage").
+DEFAULT_RERANK_INSTRUCTION = (
+    "Given a web search query, retrieve relevant passages that answer the query"
+)
+# Docker Model Runner's reranker; ":latest" is the 4B (tags :0.6B, :4B, :8B, all F16).
+RERANKER_MODEL_RUNNER_MODEL = "ai/qwen3-reranker"
+RERANKER_MODEL_RUNNER_TAGS = (
+    "ai/qwen3-reranker", "ai/qwen3-reranker:latest", "ai/qwen3-reranker:0.6B",
+    "ai/qwen3-reranker:4B", "ai/qwen3-reranker:8B",
+)
+
+# The prompt, to the character, from the model card's transformers usage: the
+# system turn, the user turn holding the pair, and the assistant turn opened with
+# an empty think block. The three parts are tokenized separately (as the card's
+# code does): the prefix and suffix with their special tokens read as tokens,
+# the middle (which holds the user's query and document) as plain text.
+RERANK_PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the "
+    'Query and the Instruct provided. Note that the answer can only be "yes" or "no".'
+    "<|im_end|>\n<|im_start|>user\n"
+)
+RERANK_TEMPLATE = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+RERANK_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+# Score = softmax over the logits of these two tokens at the last position,
+# the "yes" share (= sigmoid(yes - no)). Their ids in the real vocabulary:
+RERANK_YES, RERANK_NO = "yes", "no"
+RERANK_YES_ID, RERANK_NO_ID = 9693, 2152
+# Converted by llama.cpp b6578+ (PR #15824): a 2-row classifier [yes, no] with
+# these labels, and RANK pooling (llama.cpp's LLAMA_POOLING_TYPE_RANK).
+RERANK_HEAD_TENSOR = "cls.output.weight"
+RERANK_LABELS = (RERANK_YES, RERANK_NO)
+POOLING_RANK = 4
+# Qwen3 ties the output layer to token_embd in the 0.6B model; a plain (headless)
+# conversion reads the yes/no logits from whichever of the two the file has.
+OUTPUT_TENSOR, TOKEN_EMBD_TENSOR = "output.weight", "token_embd.weight"
+# The pooling types an *embedding* conversion declares (none of them is a reranker).
+EMBEDDING_POOLING_TYPES = {1: "mean", 2: "cls", 3: "last"}
+
+
+# -- reranking over HTTP (llama-server --reranking, Docker Model Runner) --------
+# Sources: llama.cpp as vendored in llama-cpp-python 0.3.36 — tools/server/server.cpp
+# (the routes), tools/server/server-context.cpp (post_rerank, send_rerank),
+# tools/server/server-common.cpp (format_prompt_rerank, format_response_rerank),
+# src/llama-graph.cpp (build_pooling, LLAMA_POOLING_TYPE_RANK); Docker Model Runner
+# v1.0.4+ (its rerank routes).
+
+# llama-server's rerank route under its /v1 root (it also serves /rerank, /reranking and
+# /v1/reranking); the body is {"model", "query", "documents", "top_n"} and the answer
+# {"results": [{"index", "relevance_score"}], "usage"} sorted by score, best first.
+LLAMA_SERVER_RERANK_PATH = "/rerank"
+# Model Runner's rerank route under its root (also /engines/rerank); there is no
+# /engines/llama.cpp/v1/rerank. It runs llama-server with --embeddings --reranking.
+MODEL_RUNNER_RERANK_PATH = "/engines/llama.cpp/rerank"
+# 501 (type not_supported_error) from a llama-server started without --reranking.
+LLAMA_SERVER_NO_RERANKING = "does not support reranking"
+# llama-server fills the GGUF's tokenizer.chat_template.rerank with {query} and
+# {document}; the instruction is the one written into that template at conversion time
+# (the default above). There is no instruction field, so another instruction cannot be
+# asked for over HTTP.
+# With RANK pooling llama.cpp applies the 2-row cls.output head [yes, no] to the last
+# token and, for the qwen3 architecture, a softmax over the two; llama-server answers the
+# first value, so relevance_score is P(yes) as the model card computes it, unchanged.
+# A file without cls.output (older and community conversions) gets that softmax over the
+# hidden state instead: its first component, about 1e-20 on the real models, with no
+# error (llama.cpp issues #13820, #16407). The head check scores the model card's own
+# example pair once per server; any Qwen3 reranker rates it near 1, so a score below
+# this means the head is missing. (The document's leading space puts the query/document
+# boundary where the tokenizer splits words, for the template check below.)
+RERANK_NO_HEAD_SCORE = 1e-6
+RERANK_PROBE_QUERY = "What is the capital of China?"
+RERANK_PROBE_DOCUMENT = " The capital of China is Beijing."
+# Without tokenizer.chat_template.rerank (plain conversions) llama-server scores the
+# bare concatenation query + document (a BERT-style fallback for other rerankers), not
+# the Qwen3 prompt: the same words split elsewhere between query and document then get
+# the same score. The template check scores this split too; under the template the
+# document "." is a different question from the pair above.
+RERANK_PROBE_SPLIT = (RERANK_PROBE_QUERY + RERANK_PROBE_DOCUMENT[:-1], RERANK_PROBE_DOCUMENT[-1:])
+# Scores this close (relative) are the same computation, not two different prompts.
+RERANK_SAME_SCORE = 1e-4
+# The first llama.cpp converter that writes cls.output for Qwen3-Reranker (PR #15824).
+RERANK_HEAD_CONVERTER = "llama.cpp b6578"

@@ -122,18 +122,27 @@ class IngestReport:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: ``score`` is the cosine similarity (higher is closer)."""
+    """One search result, best first by ``score`` (higher is closer).
+
+    ``score`` is the cosine similarity of the vector search, or, when the
+    search reranked its candidates, the reranker's relevance score P(yes) in
+    [0, 1]; ``vector_score`` then keeps the cosine (None when not reranked).
+    """
 
     id: str
     score: float
     text: str
     metadata: dict[str, Any]
     record_id: str | int | None = None
+    vector_score: float | None = None
 
 
 def _jsonable(metadata: Mapping[str, Any]) -> dict[str, Any]:
     # Stores keep JSON: round-tripping now makes "is it unchanged?" comparable later.
-    return json.loads(json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False))
+    out: dict[str, Any] = json.loads(
+        json.dumps(dict(metadata), ensure_ascii=False, allow_nan=False)
+    )
+    return out
 
 
 def prepare_record(position: int, record: object, where: str | None = None) -> Record:

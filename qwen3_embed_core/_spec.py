@@ -1,155 +1,81 @@
-"""A serialisable description of an embedder: what a store records to rebuild it.
+"""Serialisable descriptions of models: what a store records to rebuild them.
 
 Vector stores outlive processes. A Chroma collection stores its embedding
 function's config and rebuilds it on reopen; a Qdrant collection records
-which model and instruction made its vectors. :class:`EmbedderSpec` is that
-record: JSON in, JSON out, never an API key (only the name of the
-environment variable that holds one).
+which model and instruction made its vectors. :class:`EmbedderSpec` and
+:class:`RerankerSpec` are those records: JSON in, JSON out, never an API key
+(only the name of the environment variable that holds one). How the model
+and its options are read is :class:`~qwen3_embed_core._options.ModelSpec`'s
+one rule.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError, ModelNotFoundError
+from ._errors import ConfigurationError
 from ._inputs import Instruction, resolve_instruction
-from ._qwen3 import MODEL_RUNNER_MODEL, TASKS, Task, dimensions_for_model, lookup_variant
+from ._options import ModelSpec, model_id
+from ._qwen3 import MODEL_RUNNER_MODEL, TASKS, Task, dimensions_for_model
 
-BackendName = Literal["local", "model-runner"]
-BACKENDS = ("local", "model-runner")
-
-# Bump when the config's meaning changes; from_config refuses newer formats.
-SPEC_FORMAT = 1
-
-_VARIANT_FILE = re.compile(r"(?i)qwen3-embedding-(.+?)(?:\.gguf)?")
-
-
-def model_id(name: str) -> str:
-    """A model's identity for compatibility checks: the variant name when known.
-
-    ``"ai/qwen3-embedding:0.6B-F16"``, ``"Qwen3-Embedding-0.6B-f16.gguf"``,
-    ``"/models/Qwen3-Embedding-0.6B-F16"`` and ``"0.6B-F16"`` are all
-    ``"0.6B-F16"`` (the same weights). Other names are kept as their file
-    name, so a model file moved to another folder is still the same model.
-    """
-    variant = lookup_variant(name)
-    if variant is not None:
-        return variant.name
-    base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
-    match = _VARIANT_FILE.fullmatch(base)
-    if match and (variant := lookup_variant(match[1])) is not None:
-        return variant.name
-    return base
-
+if TYPE_CHECKING:
+    from ._embedder import Qwen3Embedder
+    from ._reranker import Qwen3Reranker
 
 @dataclass(frozen=True)
-class EmbedderSpec:
+class EmbedderSpec(ModelSpec):
     """How to build a :class:`Qwen3Embedder`, as plain data.
 
-    ``backend``: ``"local"`` (a GGUF run in-process) or ``"model-runner"``
-    (Docker Model Runner or any llama.cpp server over HTTP).
-    ``model_path``: local only, a GGUF path or a variant name (``"0.6B-Q8_0"``).
-    ``model``: model-runner only, the served model (``"ai/qwen3-embedding:0.6B-F16"``).
-    ``base_urls``: model-runner only, server URLs (empty: Model Runner's default).
-    ``api_key_env_var``: name of the environment variable holding an API key
-    (the key itself is never stored). ``dimensions``: MRL size, None for full.
-    ``task``: a preset name or task description; ``task_symmetric`` puts the
-    instruction on documents too for a custom description; ``instruction``:
-    a complete query prefix instead of a task. ``max_tokens``/``truncate``:
-    the local backend's length limit and whether to cut longer texts.
+    Build one with :meth:`from_options` (the rule every surface shares),
+    :meth:`local`, :meth:`model_runner` or :meth:`from_config`.
+
+    Args:
+        backend: ``"local"`` or ``"model-runner"``.
+        model: a GGUF path, a variant name or a served model name.
+        base_urls: server URLs (model-runner; empty: Model Runner's default).
+        api_key_env_var: environment variable holding the server's API key.
+        options: backend options (``LocalOptions`` or ``ModelRunnerOptions``).
+        dimensions: Matryoshka size, None for the model's full size.
+        task: a preset name or a task description.
+        task_symmetric: put a custom task's instruction on documents too.
+        instruction: a complete query prefix instead of a task.
     """
 
-    backend: BackendName = "local"
-    model_path: str | None = None
-    model: str | None = None
-    base_urls: tuple[str, ...] = field(default_factory=tuple)
-    api_key_env_var: str | None = None
     dimensions: int | None = None
     task: str | None = None
     task_symmetric: bool = False
     instruction: str | None = None
-    max_tokens: int | None = None
-    truncate: bool = False
+
+    DEFAULT_MODEL = MODEL_RUNNER_MODEL  # Model Runner's Qwen3-Embedding (4B Q4_K_M)
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigurationError(
-                f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}"
-            )
-        if self.backend == "local":
-            if not self.model_path:
-                raise ConfigurationError("the local backend needs model_path (a GGUF file)")
-            if self.model or self.base_urls or self.api_key_env_var:
-                raise ConfigurationError(
-                    "model, base_url(s) and api_key_env_var are for the model-runner backend; "
-                    "the local backend takes model_path"
-                )
-        else:
-            if self.model_path:
-                raise ConfigurationError(
-                    "model_path is for the local backend; the model-runner backend takes "
-                    "model= (the served model name) and base_url="
-                )
-            if self.max_tokens is not None or self.truncate:
-                raise ConfigurationError("max_tokens and truncate are local-backend options")
+        super().__post_init__()
+        if isinstance(self.task, Task):  # stored as text: a Task is its description and flag
+            object.__setattr__(self, "task_symmetric", self.task.symmetric)
+            object.__setattr__(self, "task", self.task.description)
         if self.dimensions is not None and (
             isinstance(self.dimensions, bool) or not isinstance(self.dimensions, int)
         ):
             raise ConfigurationError(f"dimensions must be an integer, not {self.dimensions!r}")
-        object.__setattr__(self, "base_urls", tuple(self.base_urls))
         self.prompts  # validates task/instruction now, not at first use  # noqa: B018
 
-    # -- constructors ----------------------------------------------------------
+    @classmethod
+    def local(cls, model: str | os.PathLike[str], **options: Any) -> EmbedderSpec:
+        """A local spec (``backend="local"`` given to :meth:`from_options`)."""
+        return cls.from_options("local", model=model, **options)
 
     @classmethod
-    def local(cls, model_path: str | os.PathLike[str], **options: Any) -> EmbedderSpec:
-        """A local spec; an existing file is stored as an absolute path (cwd-independent).
-
-        A path that names no file is an error now (ModelNotFoundError), not
-        at first use; a variant name is resolved when the model is built.
-        """
-        text = os.fspath(model_path)
-        path = Path(text).expanduser()
-        if path.is_file():
-            text = str(path.resolve())
-        elif text.endswith(".gguf") or os.sep in text or isinstance(model_path, os.PathLike):
-            raise ModelNotFoundError(f"no GGUF file at {path}")
-        return cls(backend="local", model_path=text, **options)
-
-    @classmethod
-    def model_runner(
-        cls,
-        model: str | None = None,
-        *,
-        base_url: str | None = None,
-        base_urls: tuple[str, ...] | list[str] | None = None,
-        **options: Any,
-    ) -> EmbedderSpec:
+    def model_runner(cls, model: str | None = None, **options: Any) -> EmbedderSpec:
         """A model-runner spec (``model`` defaults to ``ai/qwen3-embedding``)."""
-        if base_url is not None and base_urls:
-            raise ConfigurationError("pass either base_url= or base_urls=, not both")
-        urls = (base_url,) if base_url is not None else tuple(base_urls or ())
-        return cls(backend="model-runner", model=model or MODEL_RUNNER_MODEL, base_urls=urls,
-                   **options)
+        return cls.from_options("model-runner", model=model, **options)
 
     # -- facts -------------------------------------------------------------------
 
     @property
-    def model_name(self) -> str:
-        """The model as given (path, variant or served name)."""
-        return (self.model_path if self.backend == "local" else self.model) or ""
-
-    @property
-    def model_id(self) -> str:
-        """See :func:`model_id`: equal for the same weights wherever they live."""
-        return model_id(self.model_name)
-
-    @property
     def task_value(self) -> str | Task | None:
+        """``task`` as the embedder takes it (a symmetric :class:`Task` when flagged)."""
         if self.task is not None and self.task_symmetric and self.task not in TASKS:
             return Task(self.task, symmetric=True)
         return self.task
@@ -159,41 +85,15 @@ class EmbedderSpec:
         """The query and document prefixes this spec gives."""
         return resolve_instruction(self.task_value, self.instruction)
 
-    # -- JSON --------------------------------------------------------------------
-
-    def to_config(self) -> dict[str, Any]:
-        """JSON-compatible config (no API key, only its variable's name)."""
-        config = asdict(self)
-        config["base_urls"] = list(self.base_urls)
-        config["format"] = SPEC_FORMAT
-        return config
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> EmbedderSpec:
-        """Rebuild from :meth:`to_config`'s output; unknown keys or a newer format are errors."""
-        if not isinstance(config, dict):
-            raise ConfigurationError(f"an embedder config is a dict, not {type(config).__name__}")
-        data = dict(config)
-        fmt = data.pop("format", SPEC_FORMAT)
-        if not isinstance(fmt, int) or fmt > SPEC_FORMAT:
-            raise ConfigurationError(
-                f"this config was written by a newer qwen3-embed (format {fmt}); upgrade it"
-            )
-        if "api_key" in data:
-            raise ConfigurationError(
-                "configs never hold an API key; put it in an environment variable and "
-                "give its name as api_key_env_var"
-            )
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigurationError(f"unknown embedder config keys: {sorted(unknown)}")
-        data["base_urls"] = tuple(data.get("base_urls") or ())
-        return cls(**data)
-
     # -- building ----------------------------------------------------------------
 
-    def build(self) -> Any:
-        """Load the model (local) or set up the client (model-runner): a Qwen3Embedder."""
+    def build(self, api_key: str | None = None) -> Qwen3Embedder:
+        """Load the model (local) or set up the client (model-runner).
+
+        Args:
+            api_key: the server's key; default ``$api_key_env_var``, else
+                ``$QWEN3_EMBED_API_KEY`` (model-runner only).
+        """
         from ._embedder import Qwen3Embedder
 
         common: dict[str, Any] = {"dimensions": self.dimensions}
@@ -201,25 +101,49 @@ class EmbedderSpec:
             common["instruction"] = self.instruction
         else:
             common["task"] = self.task_value
+        key = self.api_key(api_key)
         if self.backend == "local":
-            return Qwen3Embedder.local(
-                self.model_path or "", max_tokens=self.max_tokens, truncate=self.truncate,
-                **common,
+            emb = Qwen3Embedder.local(self.model, **common, **self.options)
+        else:
+            emb = Qwen3Embedder.model_runner(
+                self.model, api_key=key, **self.url_options(), **common, **self.options
             )
-        api_key = None
-        if self.api_key_env_var:
-            api_key = os.environ.get(self.api_key_env_var)
-            if not api_key:
-                raise ConfigurationError(
-                    f"the API key is read from ${self.api_key_env_var}, which is not set"
-                )
-        urls: dict[str, Any] = {}
-        if len(self.base_urls) == 1:
-            urls["base_url"] = self.base_urls[0]
-        elif self.base_urls:
-            urls["base_urls"] = list(self.base_urls)
-        return Qwen3Embedder.model_runner(
-            self.model or MODEL_RUNNER_MODEL, api_key=api_key, **urls, **common
+        emb.spec = self
+        return emb
+
+
+@dataclass(frozen=True)
+class RerankerSpec(ModelSpec):
+    """How to build a :class:`Qwen3Reranker`, as plain data (same rule as :class:`EmbedderSpec`).
+
+    Args:
+        backend: ``"local"`` or ``"model-runner"``.
+        model: a GGUF path, a variant name or a served model name.
+        base_urls: server URLs (model-runner; empty: Model Runner's default).
+        api_key_env_var: environment variable holding the server's API key.
+        options: backend options (``LocalOptions`` or ``ModelRunnerOptions``).
+        instruction: the reranking instruction (None: the model card's default).
+    """
+
+    instruction: str | None = None
+
+    DEFAULT_MODEL = "ai/qwen3-reranker"  # Model Runner's Qwen3-Reranker (4B F16)
+
+    def build(self, api_key: str | None = None) -> Qwen3Reranker:
+        """Load the reranker (local) or set up the client (model-runner).
+
+        Args:
+            api_key: the server's key; default ``$api_key_env_var``, else
+                ``$QWEN3_EMBED_API_KEY`` (model-runner only).
+        """
+        from ._reranker import Qwen3Reranker
+
+        key = self.api_key(api_key)
+        if self.backend == "local":
+            return Qwen3Reranker.local(self.model, instruction=self.instruction, **self.options)
+        return Qwen3Reranker.model_runner(
+            self.model, api_key=key, instruction=self.instruction, **self.url_options(),
+            **self.options,
         )
 
 
@@ -235,7 +159,7 @@ def vector_record(model_name: str, dimensions: int | None, prompts: Instruction)
     }
 
 
-def embedder_record(embedder: Any) -> dict[str, Any]:
+def embedder_record(embedder: Qwen3Embedder) -> dict[str, Any]:
     """:func:`vector_record` for a built Qwen3Embedder.
 
     A server whose size is not known yet is asked once (a one-word probe).
@@ -255,7 +179,7 @@ def spec_record(spec: EmbedderSpec) -> dict[str, Any]:
     model is a known variant, else None (the model's full size, unknown).
     """
     dims = spec.dimensions if spec.dimensions is not None else dimensions_for_model(spec.model_id)
-    return vector_record(spec.model_name, dims, spec.prompts)
+    return vector_record(spec.model, dims, spec.prompts)
 
 
 def check_record(recorded: dict[str, Any], current: dict[str, Any], where: str) -> None:

@@ -1,4 +1,4 @@
-"""A tiny Qwen3 embedding model and an independent numpy reference for it.
+"""Tiny Qwen3 embedding and reranker models and independent numpy references for them.
 
 ``build_model()`` writes a real Qwen3 GGUF file (random weights, a small
 byte-level BPE vocabulary with the ``qwen2`` pre-tokenizer, ``<|endoftext|>``
@@ -9,6 +9,11 @@ code writes the real-shape 0.6B file the benchmarks use.
 pass (RMSNorm, per-head q/k RMSNorm, NEOX RoPE, causal grouped-query
 attention, SwiGLU, last token, L2) and the Hugging Face ``tokenizers``
 library: no llama.cpp involved, so it is the oracle the tests compare to.
+
+``build_reranker()`` writes a tiny Qwen3-Reranker GGUF in either flavour found
+in the wild (with the 2-row ``cls.output`` head and RANK pooling, or a plain
+causal LM), and ``RerankReference`` computes the model card's score, P(yes)
+from the "yes"/"no" logits at the last token, on the same weights.
 
 Needs the ``tiny`` extra (``gguf``, ``tokenizers``). The rankings such a model
 produces are meaningless: its weights are random.
@@ -28,7 +33,21 @@ from typing import Any
 import numpy as np
 
 from ._errors import missing_dependency
-from ._qwen3 import EOS_TEXT, POOLING_LAST, UNICODE_NORMALIZATION
+from ._qwen3 import (
+    DEFAULT_RERANK_INSTRUCTION,
+    EOS_TEXT,
+    POOLING_LAST,
+    POOLING_RANK,
+    RERANK_HEAD_TENSOR,
+    RERANK_LABELS,
+    RERANK_NO,
+    RERANK_PREFIX,
+    RERANK_SUFFIX,
+    RERANK_TEMPLATE,
+    RERANK_YES,
+    TOKEN_EMBD_TENSOR,
+    UNICODE_NORMALIZATION,
+)
 
 # Qwen2/3's pre-tokenizer split pattern, as in its tokenizer.json.
 QWEN2_SPLIT_PATTERN = (
@@ -36,6 +55,9 @@ QWEN2_SPLIT_PATTERN = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 SPECIAL_TOKENS = (EOS_TEXT, "<|im_start|>", "<|im_end|>")
+# Qwen3's think tags are added tokens but not special ones (user-defined in a
+# GGUF): both tokenizers match them anywhere, even in user text.
+THINK_TOKENS = ("<think>", "</think>")
 
 # Deterministic text the tiny vocabulary's merges are learned from.
 _TRAINING_TEXT = """
@@ -53,6 +75,14 @@ model.encode(texts). Der schnelle braune Fuchs springt über den faulen Hund.
 Le renard brun rapide saute par-dessus le chien paresseux. 敏捷的棕色狐狸跳过了懒狗。
 素早い茶色の狐が怠け者の犬を飛び越える。Быстрая коричневая лиса прыгает через ленивую собаку.
 """
+
+# More text for the reranker's vocabulary: its prompt, and "yes"/"no" on lines of
+# their own so each becomes one token, as in the real vocabulary.
+_RERANK_TRAINING_TEXT = (
+    RERANK_PREFIX.replace("<|im_start|>", "").replace("<|im_end|>", "")
+    + "<Instruct>: <Query>: <Document>: assistant user system think\n"
+    + "yes\nno\n" * 40
+)
 
 
 @dataclass(frozen=True)
@@ -121,15 +151,15 @@ def _pre_tokenizer() -> Any:
     )
 
 
-def train_vocab(n_merges: int) -> tuple[list[str], list[str]]:
-    """Learn ``n_merges`` byte-level BPE merges from the built-in text.
+def train_vocab(n_merges: int, extra_text: str = "") -> tuple[list[str], list[str]]:
+    """Learn ``n_merges`` byte-level BPE merges from the built-in text (plus ``extra_text``).
 
     Returns the token strings (256 byte tokens, then one per merge) and the
     merges as ``"left right"`` strings. Ties break lexicographically, so the
     result is the same on every machine.
     """
     pre = _pre_tokenizer()
-    text = unicodedata.normalize(UNICODE_NORMALIZATION, _TRAINING_TEXT)
+    text = unicodedata.normalize(UNICODE_NORMALIZATION, _TRAINING_TEXT + extra_text)
     words = Counter(piece for piece, _ in pre.pre_tokenize_str(text))
     splits = {word: list(word) for word in words}
     tokens = [bytes_to_unicode()[b] for b in range(256)]
@@ -163,8 +193,8 @@ def _random_weights(shape: Qwen3Shape, n_vocab: int, seed: int) -> dict[str, np.
     rng = np.random.default_rng(seed)
 
     def linear(n_out: int, n_in: int) -> np.ndarray:
-        return (rng.standard_normal((n_out, n_in), dtype=np.float32) / np.sqrt(n_in)).astype(
-            np.float32
+        return np.asarray(
+            rng.standard_normal((n_out, n_in), dtype=np.float32) / np.sqrt(n_in), np.float32
         )
 
     def norm(n: int, scale: float = 1.0) -> np.ndarray:
@@ -190,54 +220,65 @@ def _random_weights(shape: Qwen3Shape, n_vocab: int, seed: int) -> dict[str, np.
     return w
 
 
-def build_model(
+_QTYPES = ("F32", "F16", "Q8_0")
+
+
+def _vocabulary(
+    shape: Qwen3Shape, extra_text: str = "", user_defined: tuple[str, ...] = ()
+) -> tuple[list[str], list[int], list[str]]:
+    """Tokens, their GGUF types and the merges: BPE tokens, padding, then the added tokens."""
+    gguf = _require("gguf")
+    tokens, merges = train_vocab(shape.n_merges, extra_text)
+    n_regular = len(tokens)
+    added = len(SPECIAL_TOKENS) + len(user_defined)
+    n_vocab = shape.n_vocab or (n_regular + added)
+    if n_vocab < n_regular + added:
+        raise ValueError(f"n_vocab={n_vocab} is smaller than the tokenizer ({n_regular} tokens)")
+    padding = [f"<|unused_{i}|>" for i in range(n_vocab - n_regular - added)]
+    all_tokens = tokens + padding + list(SPECIAL_TOKENS) + list(user_defined)
+    types = (
+        [int(gguf.TokenType.NORMAL)] * n_regular
+        + [int(gguf.TokenType.UNUSED)] * len(padding)
+        + [int(gguf.TokenType.CONTROL)] * len(SPECIAL_TOKENS)
+        + [int(gguf.TokenType.USER_DEFINED)] * len(user_defined)
+    )
+    return all_tokens, types, merges
+
+
+def _write_gguf(
     path: str | os.PathLike[str],
     *,
-    add_eos_token: bool | None = True,
-    shape: Qwen3Shape = TINY,
-    dtype: str = "F32",
-    seed: int = 0,
+    shape: Qwen3Shape,
+    dtype: str,
+    seed: int,
+    name: str,
+    vocabulary: tuple[list[str], list[int], list[str]],
+    tensors: dict[str, np.ndarray],
+    metadata: Any = None,
 ) -> Path:
-    """Write a random-weight Qwen3 embedding GGUF to ``path`` and return it.
+    """Write a Qwen3 GGUF (hyper-parameters, tokenizer, ``tensors``) atomically.
 
-    ``add_eos_token``: True writes ``tokenizer.ggml.add_eos_token = true`` like
-    current conversions; None leaves the key out, like the early Qwen3-Embedding
-    files that make llama.cpp skip the EOS token. ``dtype``: ``"F32"``,
-    ``"F16"`` or ``"Q8_0"`` for the 2-D weight matrices (norms stay F32).
-    The file is written to a temporary name and renamed, so a cache never
-    holds a half-written model.
+    ``metadata``: a function called with the ``GGUFWriter`` to add the keys a
+    flavour needs (pooling, EOS handling, classifier labels, templates).
+    ``dtype``: ``"F32"``, ``"F16"`` or ``"Q8_0"`` for the 2-D weight matrices
+    (norms stay F32). The file is written to a temporary name and renamed, so
+    a cache never holds a half-written model.
     """
     gguf = _require("gguf")
-    path = Path(path)
-    tokens, merges = train_vocab(shape.n_merges)
-    n_regular = len(tokens)
-    n_vocab = shape.n_vocab or (n_regular + len(SPECIAL_TOKENS))
-    if n_vocab < n_regular + len(SPECIAL_TOKENS):
-        raise ValueError(f"n_vocab={n_vocab} is smaller than the tokenizer ({n_regular} tokens)")
-    padding = [f"<|unused_{i}|>" for i in range(n_vocab - n_regular - len(SPECIAL_TOKENS))]
-    all_tokens = tokens + padding + list(SPECIAL_TOKENS)
-    types = (
-        [gguf.TokenType.NORMAL] * n_regular
-        + [gguf.TokenType.UNUSED] * len(padding)
-        + [gguf.TokenType.CONTROL] * len(SPECIAL_TOKENS)
-    )
+    if dtype not in _QTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_QTYPES)}, not {dtype!r}")
+    qtype = getattr(gguf.GGMLQuantizationType, dtype)
+    file_type = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
+                 "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+    all_tokens, types, merges = vocabulary
     eos_id = all_tokens.index(EOS_TEXT)
-
-    qtypes = {
-        "F32": (gguf.GGMLQuantizationType.F32, gguf.LlamaFileType.ALL_F32),
-        "F16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
-        "Q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
-    }
-    if dtype not in qtypes:
-        raise ValueError(f"dtype must be one of {sorted(qtypes)}, not {dtype!r}")
-    qtype, file_type = qtypes[dtype]
-
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
         writer = gguf.GGUFWriter(tmp_name, "qwen3")
-        writer.add_name("qwen3-embed random-weight test model")
+        writer.add_name(name)
         writer.add_description(f"random weights, seed {seed}: rankings are meaningless")
         writer.add_context_length(shape.context_length)
         writer.add_embedding_length(shape.n_embd)
@@ -249,7 +290,6 @@ def build_model(
         writer.add_value_length(shape.head_dim)
         writer.add_rope_freq_base(shape.rope_theta)
         writer.add_layer_norm_rms_eps(shape.rms_eps)
-        writer.add_pooling_type(gguf.PoolingType(POOLING_LAST))
         writer.add_file_type(file_type)
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre("qwen2")
@@ -260,14 +300,14 @@ def build_model(
         writer.add_bos_token_id(eos_id)
         writer.add_pad_token_id(eos_id)
         writer.add_add_bos_token(False)
-        if add_eos_token is not None:
-            writer.add_add_eos_token(add_eos_token)
-        for name, tensor in _random_weights(shape, n_vocab, seed).items():
+        if metadata is not None:
+            metadata(writer)
+        for tensor_name, tensor in tensors.items():
             if tensor.ndim == 2 and qtype != gguf.GGMLQuantizationType.F32:
                 data = gguf.quants.quantize(tensor, qtype)
-                writer.add_tensor(name, data, raw_dtype=qtype)
+                writer.add_tensor(tensor_name, data, raw_dtype=qtype)
             else:
-                writer.add_tensor(name, tensor)
+                writer.add_tensor(tensor_name, tensor)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -278,6 +318,106 @@ def build_model(
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def build_model(
+    path: str | os.PathLike[str],
+    *,
+    add_eos_token: bool | None = True,
+    shape: Qwen3Shape = TINY,
+    dtype: str = "F32",
+    seed: int = 0,
+    pooling: int | None = POOLING_LAST,
+) -> Path:
+    """Write a random-weight Qwen3 embedding GGUF to ``path`` and return it.
+
+    ``add_eos_token``: True writes ``tokenizer.ggml.add_eos_token = true`` like
+    current conversions; None leaves the key out, like the early Qwen3-Embedding
+    files that make llama.cpp skip the EOS token. ``dtype``: ``"F32"``,
+    ``"F16"`` or ``"Q8_0"`` for the 2-D weight matrices (norms stay F32).
+    ``pooling``: the declared pooling type; None leaves it out, like a plain
+    causal-LM conversion.
+    """
+    gguf = _require("gguf")
+    vocabulary = _vocabulary(shape)
+
+    def metadata(writer: Any) -> None:
+        if pooling is not None:
+            writer.add_pooling_type(gguf.PoolingType(pooling))
+        if add_eos_token is not None:
+            writer.add_add_eos_token(add_eos_token)
+
+    return _write_gguf(
+        path, shape=shape, dtype=dtype, seed=seed, vocabulary=vocabulary,
+        name="qwen3-embed random-weight test model", metadata=metadata,
+        tensors=_random_weights(shape, len(vocabulary[0]), seed),
+    )
+
+
+# The rerank template llama.cpp's converter writes (PR #15824): the default
+# instruction baked in, {query} and {document} for llama-server to fill.
+RERANK_CHAT_TEMPLATE = (
+    RERANK_PREFIX
+    + RERANK_TEMPLATE.format(
+        instruction=DEFAULT_RERANK_INSTRUCTION, query="{query}", document="{document}"
+    )
+    + RERANK_SUFFIX
+)
+# The yes/no rows of the output layer are scaled down so P(yes) spreads over
+# (0, 1) instead of saturating: random rows give logit gaps of ~±10.
+RERANK_ROW_SCALE = 0.15
+
+
+def build_reranker(
+    path: str | os.PathLike[str],
+    *,
+    head: bool = True,
+    tied: bool = True,
+    shape: Qwen3Shape = TINY,
+    dtype: str = "F32",
+    seed: int = 0,
+) -> Path:
+    """Write a random-weight Qwen3-Reranker GGUF to ``path`` and return it.
+
+    Its vocabulary has "yes" and "no" as single tokens, ``<|im_start|>``,
+    ``<|im_end|>`` and ``<|endoftext|>`` as control tokens and ``<think>``,
+    ``</think>`` as user-defined ones, as in Qwen3's tokenizer.
+
+    ``head``: True writes what llama.cpp's converter writes since b6578 (PR
+    #15824): ``cls.output.weight`` = the output layer's [yes, no] rows, RANK
+    pooling, labels ["yes", "no"] and the rerank chat template. False writes
+    a plain causal LM (older and community conversions), whose yes/no logits
+    are the output layer's. ``tied``: the output layer is ``token_embd`` (as
+    in the 0.6B model) rather than a tensor of its own. ``dtype`` as in
+    :func:`build_model`.
+    """
+    gguf = _require("gguf")
+    vocabulary = _vocabulary(shape, _RERANK_TRAINING_TEXT, THINK_TOKENS)
+    tokens = vocabulary[0]
+    yes, no = tokens.index(RERANK_YES), tokens.index(RERANK_NO)
+    weights = _random_weights(shape, len(tokens), seed)
+    if tied:
+        output = weights[TOKEN_EMBD_TENSOR]
+    else:
+        rng = np.random.default_rng(seed + 1)
+        output = rng.standard_normal((len(tokens), shape.n_embd), dtype=np.float32)
+        weights["output.weight"] = output
+    output[[yes, no]] *= RERANK_ROW_SCALE
+    if head:
+        weights[RERANK_HEAD_TENSOR] = np.ascontiguousarray(output[[yes, no]])
+
+    def metadata(writer: Any) -> None:
+        if head:
+            writer.add_pooling_type(gguf.PoolingType(POOLING_RANK))
+            writer.add_array(f"{writer.arch}.classifier.output_labels", list(RERANK_LABELS))
+            writer.add_string("tokenizer.chat_template.rerank", RERANK_CHAT_TEMPLATE)
+
+    flavour = "with cls.output head" if head else "plain causal LM"
+    return _write_gguf(
+        path, shape=shape, dtype=dtype, seed=seed, vocabulary=vocabulary,
+        name=f"qwen3-embed random-weight test reranker ({flavour})", metadata=metadata,
+        tensors=weights,
+    )
 
 
 def cache_dir() -> Path:
@@ -295,14 +435,13 @@ def cached_tiny_model(add_eos_token: bool | None = True) -> Path:
     return path
 
 
-class Reference:
+class _Forward:
     """A float64 numpy Qwen3 forward pass over a GGUF file's own weights.
 
     Tokenises with the Hugging Face ``tokenizers`` library configured like
-    Qwen3's ``tokenizer.json`` (NFC, the qwen2 split pattern, byte-level BPE),
-    appends the EOS token, and pools the last token's final hidden state.
-    Special-token text in the input is treated as plain text, as the local
-    backend does.
+    Qwen3's ``tokenizer.json`` (NFC, the qwen2 split pattern, byte-level BPE;
+    control tokens matched only when asked, user-defined ones always) and
+    computes the last token's final-norm hidden state.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -314,7 +453,9 @@ class Reference:
         def value(key: str) -> Any:
             return fields[key].contents()
 
+        self.fields = {key: field for key, field in fields.items()}
         arch = value("general.architecture")
+        self.arch = arch
         self.n_layer = int(value(f"{arch}.block_count"))
         self.n_head = int(value(f"{arch}.attention.head_count"))
         self.n_head_kv = int(value(f"{arch}.attention.head_count_kv"))
@@ -326,6 +467,7 @@ class Reference:
         tokens = list(value("tokenizer.ggml.tokens"))
         merges = [tuple(m.split(" ", 1)) for m in value("tokenizer.ggml.merges")]
         types = list(value("tokenizer.ggml.token_type"))
+        self.tokens = tokens
 
         self.weights: dict[str, np.ndarray] = {}
         for t in reader.tensors:
@@ -335,8 +477,13 @@ class Reference:
         self.n_embd = self.weights["token_embd.weight"].shape[1]
 
         control = int(gguf.TokenType.CONTROL)
-        normal = {tok: i for i, tok in enumerate(tokens) if types[i] != control}
+        user = int(gguf.TokenType.USER_DEFINED)
         specials = [tok for i, tok in enumerate(tokens) if types[i] == control]
+        added = [tok for i, tok in enumerate(tokens) if types[i] == user]
+        # Contiguous ids for the BPE model, so the added tokens' ids never collide
+        # with them; every id is mapped back to the file's by token string below.
+        bpe = [tok for i, tok in enumerate(tokens) if types[i] not in (control, user)]
+        normal = {tok: j for j, tok in enumerate(bpe)}
         tokenizer = tk.Tokenizer(tk.models.BPE(vocab=normal, merges=merges, ignore_merges=False))
         tokenizer.normalizer = tk.normalizers.NFC()
         tokenizer.pre_tokenizer = _pre_tokenizer()
@@ -344,19 +491,24 @@ class Reference:
         tokenizer.add_special_tokens(
             [tk.AddedToken(s, special=True, normalized=False) for s in specials]
         )
+        tokenizer.add_tokens([tk.AddedToken(s, special=False, normalized=False) for s in added])
         tokenizer.encode_special_tokens = True
         self.tokenizer = tokenizer
-        # The special tokens were added after the BPE vocab; map them to the file's ids.
+        # The tokenizer's ids -> the file's ids.
         self._id_map = {tokenizer.token_to_id(tok): i for i, tok in enumerate(tokens)}
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids the model sees for ``text``: BPE tokens, then EOS."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        return [self._id_map[i] for i in ids] + [self.eos_id]
+    def token_ids(self, text: str, *, special: bool = False) -> list[int]:
+        """The file's token ids for ``text`` (no EOS); ``special`` reads control-token text."""
+        self.tokenizer.encode_special_tokens = not special
+        try:
+            ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        finally:
+            self.tokenizer.encode_special_tokens = True
+        return [self._id_map[i] for i in ids]
 
     def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w
+        return np.asarray(x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + self.eps) * w)
 
     def _rope(self, x: np.ndarray) -> np.ndarray:
         # NEOX style: rotate the two halves of each head, theta^(-2i/d).
@@ -407,11 +559,75 @@ class Reference:
             x = x + (gate / (1.0 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
         return self._rms(x[-1], w["output_norm.weight"])
 
+
+class Reference(_Forward):
+    """The embedding oracle: BPE tokens, then EOS; the last token's state, L2-normalised.
+
+    Special-token text in the input is treated as plain text, as the local
+    backend does.
+    """
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids the model sees for ``text``: BPE tokens, then EOS."""
+        return [*self.token_ids(text), self.eos_id]
+
     def embed_ids(self, ids: list[int], dimensions: int | None = None) -> np.ndarray:
         """Unit vector for token ids, truncated to ``dimensions`` first (MRL)."""
         h = self.hidden_last(ids)[: dimensions or self.n_embd]
-        return h / np.linalg.norm(h)
+        return np.asarray(h / np.linalg.norm(h))
 
     def embed(self, text: str, dimensions: int | None = None) -> np.ndarray:
         """Unit vector for ``text`` exactly as given (format queries yourself)."""
         return self.embed_ids(self.tokenize(text), dimensions)
+
+
+class RerankReference(_Forward):
+    """The reranking oracle: the model card's prompt and score on a GGUF's own weights.
+
+    The prompt is the system prefix and the assistant suffix tokenized with
+    their special tokens, around ``<Instruct>: ...\n<Query>: ...\n<Document>: ...``
+    tokenized as plain text (the three parts separately, as the card's code
+    does). The score is the "yes" share of the softmax over the "yes" and
+    "no" logits at the last token: from ``cls.output.weight`` when the file
+    has the head, else from the output layer's rows (``output.weight``, or
+    ``token_embd.weight`` when tied).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path)
+        w = self.weights
+        self.yes_id = self.tokens.index(RERANK_YES)
+        self.no_id = self.tokens.index(RERANK_NO)
+        if RERANK_HEAD_TENSOR in w:
+            labels = list(self.fields[f"{self.arch}.classifier.output_labels"].contents())
+            head = w[RERANK_HEAD_TENSOR]
+            self.rows = head[[labels.index(RERANK_YES), labels.index(RERANK_NO)]]
+        else:
+            output = w.get("output.weight", w[TOKEN_EMBD_TENSOR])
+            self.rows = output[[self.yes_id, self.no_id]]
+
+    def prompt_ids(
+        self, query: str, document: str, instruction: str = DEFAULT_RERANK_INSTRUCTION
+    ) -> list[int]:
+        """The token ids of the full prompt for one (query, document) pair."""
+        middle = RERANK_TEMPLATE.format(instruction=instruction, query=query, document=document)
+        return [
+            *self.token_ids(RERANK_PREFIX, special=True),
+            *self.token_ids(middle),
+            *self.token_ids(RERANK_SUFFIX, special=True),
+        ]
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """The [yes, no] logits at the last token."""
+        return np.asarray(self.rows @ self.hidden_last(ids), dtype=np.float64)
+
+    def score_ids(self, ids: list[int]) -> float:
+        """P(yes) for a prompt given as token ids."""
+        yes, no = self.logits(ids)
+        return float(1.0 / (1.0 + np.exp(no - yes)))
+
+    def score(
+        self, query: str, document: str, instruction: str = DEFAULT_RERANK_INSTRUCTION
+    ) -> float:
+        """P(yes) for ``document`` answering ``query`` under ``instruction``."""
+        return self.score_ids(self.prompt_ids(query, document, instruction))

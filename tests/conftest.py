@@ -98,3 +98,44 @@ def llama_server_no_eos(tiny_model_no_eos: Path, tmp_path_factory: pytest.TempPa
 def flavour_server(request: pytest.FixtureRequest, flavour: Path, tiny_model: Path):
     """The llama-server serving the current ``flavour``'s file."""
     return request.getfixturevalue("llama_server" if flavour == tiny_model else "llama_server_no_eos")
+
+
+# -- Qwen3-Reranker test models and their servers --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker(model_dir: Path) -> Path:
+    """Tiny Qwen3-Reranker GGUF as llama.cpp b6578+ converts it: cls.output, RANK, template."""
+    from qwen3_embed_core.testing import build_reranker
+
+    return build_reranker(model_dir / "tiny-reranker-head.gguf", head=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_plain(model_dir: Path) -> Path:
+    """Tiny Qwen3-Reranker GGUF as a plain causal LM (no cls.output, no rerank template)."""
+    from qwen3_embed_core.testing import build_reranker
+
+    return build_reranker(model_dir / "tiny-reranker-plain.gguf", head=False)
+
+
+@pytest.fixture(scope="session")
+def rerank_server(tiny_reranker: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real llama-server --reranking serving the headed tiny reranker (``.base_url``: /v1)."""
+    from .llama_server import RERANK_ARGS, LlamaServer
+
+    server = LlamaServer(tiny_reranker, tmp_path_factory.mktemp("llama-server"), RERANK_ARGS,
+                         name="rerank-head")
+    with server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rerank_server_plain(tiny_reranker_plain: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real llama-server --reranking serving the plain (headless) tiny reranker."""
+    from .llama_server import RERANK_ARGS, LlamaServer
+
+    server = LlamaServer(tiny_reranker_plain, tmp_path_factory.mktemp("llama-server"),
+                         RERANK_ARGS, name="rerank-plain")
+    with server:
+        yield server

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -24,16 +28,14 @@ class Call:
 class RecordingBackend:
     """Delegates every call to a real backend and keeps a log of ``embed`` calls.
 
-    It exposes ``aembed`` only when the wrapped backend has one, so the core
-    takes the same sync/async route it would take with the real backend.
+    ``aembed`` awaits the wrapped backend's own ``aembed``, so the core takes
+    the same route it would take with the real backend.
     """
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.name = inner.name
         self.calls: list[Call] = []
-        if hasattr(inner, "aembed"):
-            self.aembed = self._aembed
 
     @property
     def model_name(self) -> str:
@@ -48,7 +50,7 @@ class RecordingBackend:
         self.calls.append(Call("embed", list(texts), np.array(out), threading.get_ident()))
         return out
 
-    async def _aembed(self, texts: Sequence[str]) -> np.ndarray:
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
         out = await self.inner.aembed(texts)
         self.calls.append(Call("aembed", list(texts), np.array(out), threading.get_ident()))
         return out
@@ -58,6 +60,9 @@ class RecordingBackend:
 
     def close(self) -> None:
         """The wrapped backend belongs to a session fixture: leave it open."""
+
+    async def aclose(self) -> None:
+        """As :meth:`close`."""
 
     def methods(self) -> list[str]:
         return [c.method for c in self.calls]
@@ -81,3 +86,26 @@ def run_example(name: str, *args: str, cache: Path) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+async def run_watching_the_loop(awaitable: Awaitable[T]) -> tuple[T, int]:
+    """(result, ticks): how often another coroutine ran on this loop meanwhile.
+
+    An in-process backend that blocked the event loop would leave ticks at 0.
+    """
+    ticks = 0
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    beat = asyncio.ensure_future(heartbeat())
+    try:
+        result = await awaitable
+    finally:
+        done.set()
+        await beat
+    return result, ticks

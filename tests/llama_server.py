@@ -29,6 +29,14 @@ DEFAULT_ARGS = (
     "--parallel", "2", "--threads", "1", "--flash-attn", "off",
 )
 
+# A Qwen3 reranker: --reranking is --embeddings with RANK pooling (the cls.output head
+# and a softmax over [yes, no]); the /v1/rerank route answers P(yes) per document.
+RERANK_ARGS = (
+    "--reranking",
+    "--ctx-size", "8192", "--batch-size", "4096", "--ubatch-size", "4096",
+    "--parallel", "2", "--threads", "1", "--flash-attn", "off",
+)
+
 
 @functools.cache
 def binary() -> Path:
@@ -56,13 +64,15 @@ class LlamaServer:
     """A llama-server process on 127.0.0.1 serving one GGUF file.
 
     ``base_url`` ends in ``/v1`` (the OpenAI-compatible root); ``root`` is
-    the server root (``/health``, ``/tokenize``).
+    the server root (``/health``, ``/tokenize``). ``args`` replaces the
+    embedding defaults (``RERANK_ARGS`` for a reranker); ``extra_args`` are
+    appended to them.
     """
 
     def __init__(self, model_path: Path, log_dir: Path, args: tuple[str, ...] = DEFAULT_ARGS,
-                 name: str = "llama-server") -> None:
+                 name: str = "llama-server", extra_args: tuple[str, ...] = ()) -> None:
         self.model_path = Path(model_path)
-        self.args = tuple(args)
+        self.args = (*args, *extra_args)
         self.log_path = Path(log_dir) / f"{name}.log"
         self.process: subprocess.Popen | None = None
         self.port = 0

@@ -1,7 +1,7 @@
 """A stand-in for Docker Model Runner / llama-server on 127.0.0.1.
 
 Only for faults a real server can't be made to produce on demand. Every
-answer it gives reproduces a documented one (DESIGN.md §3-4):
+answer it gives reproduces a documented one (docs/sources.md):
 
 * Model Runner's own errors are plain text from Go's ``http.Error``: the
   message plus a newline, ``Content-Type: text/plain; charset=utf-8`` and
@@ -13,10 +13,11 @@ answer it gives reproduces a documented one (DESIGN.md §3-4):
 
 Scripts: ``standin.script(kind, action, ...)`` queues actions for a kind of
 request — ``"probe"`` (an embeddings request whose input is exactly
-``<|endoftext|>``), ``"embed"`` (any other embeddings request) or
-``"tokenize"``. Each request takes the next action of its kind; with the
-queue empty it takes ``standin.defaults[kind]`` if set, else embeddings
-requests are proxied and anything else gets Model Runner's 404.
+``<|endoftext|>``), ``"embed"`` (any other embeddings request), ``"rerank"``
+(Model Runner's rerank route) or ``"tokenize"``. Each request takes the next
+action of its kind; with the queue empty it takes ``standin.defaults[kind]``
+if set, else embeddings and rerank requests are proxied and anything else
+gets Model Runner's 404.
 ``standin.requests`` records every request.
 """
 
@@ -40,6 +41,8 @@ from qwen3_embed_core import EOS_TEXT
 
 MODEL_RUNNER_PATHS = ("/engines/llama.cpp/v1/embeddings", "/engines/v1/embeddings")
 LLAMA_SERVER_PATH = "/v1/embeddings"
+# Model Runner's rerank routes (v1.0.4+; no /v1/rerank there), proxied to llama-server's.
+MODEL_RUNNER_RERANK_PATHS = ("/engines/llama.cpp/rerank", "/engines/rerank")
 
 
 @dataclass
@@ -202,6 +205,8 @@ class StandIn:
         elif h.command == "POST" and (path in MODEL_RUNNER_PATHS or path == LLAMA_SERVER_PATH):
             inputs = parsed.get("input") if isinstance(parsed, dict) else None
             kind = "probe" if inputs in (EOS_TEXT, [EOS_TEXT]) else "embed"
+        elif h.command == "POST" and path in MODEL_RUNNER_RERANK_PATHS:
+            kind = "rerank"
         else:
             kind = "other"
         rec = Recorded(h.command, path, {k.lower(): v for k, v in h.headers.items()}, body,
@@ -211,7 +216,8 @@ class StandIn:
             queue = self.scripts.get(kind)
             action = queue.popleft() if queue else self.defaults.get(kind)
         if action is None:
-            action = proxy() if kind in ("probe", "embed") and self.upstream else plain(404, "not found")
+            proxied = kind in ("probe", "embed", "rerank") and self.upstream
+            action = proxy() if proxied else plain(404, "not found")
         try:
             answer = action(self, rec)
             if answer is None:
@@ -234,7 +240,8 @@ class StandIn:
         payload = dict(r.json or {})
         if strip_base64:
             payload.pop("encoding_format", None)
-        resp = self._client.post(self.upstream + "/embeddings", json=payload)
+        route = "/rerank" if r.kind == "rerank" else "/embeddings"
+        resp = self._client.post(self.upstream + route, json=payload)
         body = resp.content
         if mangle is not None and resp.status_code == 200:
             body = json.dumps(mangle(resp.json())).encode()

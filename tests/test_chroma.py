@@ -80,7 +80,7 @@ def test_interface_facts(ef):
 def test_config_round_trip_rebuilds_the_same_function(ef, tiny_model):
     config = ef.get_config()
     json.dumps(config)  # Chroma stores it as JSON
-    assert config["model_path"] == str(tiny_model.resolve())
+    assert config["model"] == str(tiny_model.resolve()) and config["backend"] == "local"
     assert config["dimensions"] == DIMS and config["task"] == TASK
     rebuilt = Qwen3EmbeddingFunction.build_from_config(config)
     assert rebuilt.get_config() == config
@@ -99,11 +99,11 @@ def test_server_config_keeps_the_key_out(monkeypatch):
     monkeypatch.delenv("QWEN3_KEY", raising=False)
     with pytest.raises(ConfigurationError, match=r"\$QWEN3_KEY, which is not set"):
         f.spec.build()
-    with pytest.raises(ConfigurationError, match=r"model_path= .* or model=/base_url="):
-        Qwen3EmbeddingFunction(model_path="m.gguf", base_url="http://h")
-    for local_only in ({"max_tokens": 100}, {"truncate": True}):  # refused, not dropped
-        with pytest.raises(ConfigurationError, match="local-backend options"):
-            Qwen3EmbeddingFunction(model="ai/qwen3-embedding", **local_only)
+    with pytest.raises(ConfigurationError, match="model= and model_path= name the same thing"):
+        Qwen3EmbeddingFunction("a.gguf", model_path="b.gguf")
+    for local_only in ("max_tokens", "truncate"):  # refused, not dropped
+        with pytest.raises(ConfigurationError, match=f"{local_only}: only for backend='local'"):
+            Qwen3EmbeddingFunction(model="ai/qwen3-embedding", **{local_only: 100})
 
 
 def test_a_missing_model_file_is_named_at_once_but_not_on_reopen(tmp_path):
@@ -112,7 +112,7 @@ def test_a_missing_model_file_is_named_at_once_but_not_on_reopen(tmp_path):
     # A stored config naming a file this machine lacks still opens the collection;
     # the error comes when something needs embedding (and names the file).
     config = {**EmbedderSpec.model_runner("m").to_config(), "backend": "local",
-              "model": None, "model_path": str(tmp_path / "missing.gguf")}
+              "model": str(tmp_path / "missing.gguf")}
     f = Qwen3EmbeddingFunction.build_from_config(config)
     with pytest.raises(ModelNotFoundError, match=r"missing\.gguf"):
         f(["x"])
@@ -121,16 +121,16 @@ def test_a_missing_model_file_is_named_at_once_but_not_on_reopen(tmp_path):
 def test_validate_config_and_updates(ef, tiny_model, tiny_model_no_eos):
     old = ef.get_config()
     Qwen3EmbeddingFunction.validate_config(old)
-    with pytest.raises(ValueError, match="unknown embedder config keys"):
+    with pytest.raises(ValueError, match="unknown model config keys"):
         Qwen3EmbeddingFunction.validate_config({**old, "colour": "blue"})
     with pytest.raises(ValueError, match="never hold an API key"):
         Qwen3EmbeddingFunction.validate_config({**old, "api_key": "x"})
     ef.validate_config_update(old, old)  # same function: fine
-    moved = {**old, "model_path": "/elsewhere/tiny-eos.gguf"}
+    moved = {**old, "model": "/elsewhere/tiny-eos.gguf"}
     ef.validate_config_update(old, moved)  # same file, another folder: same model
     refused = {
         "was made with 48 dimensions": {"dimensions": 32},
-        "was made with model 'tiny-eos.gguf'": {"model_path": str(tiny_model_no_eos)},
+        "was made with model 'tiny-eos.gguf'": {"model": str(tiny_model_no_eos)},
         "query instruction": {"task": "web_search"},
     }
     for message, change in refused.items():

@@ -70,7 +70,8 @@ def test_console_script_help_is_complete(command):
                           env=child_env(), timeout=120)
     assert done.returncode == 0, done.stderr
     if command:
-        for option in ("--model-path", "--model ", "--base-url", "--dimensions", "--task"):
+        for option in ("--model-path", "--model ", "--backend", "--base-url", "--option",
+                       "--dimensions", "--task"):
             assert option in done.stdout, option
     else:
         assert all(c in done.stdout for c in ("embed", "ingest", "search", "qdrant+http://"))
@@ -115,12 +116,15 @@ def test_embed_file_to_npy(capsys, tmp_path, tiny_model, emb):
 
 def test_embed_needs_a_model_and_texts(capsys, tiny_model):
     status, _, err = run(capsys, "embed", "hello")
-    assert status == 2 and "no model given: pass --model-path" in err
+    assert status == 2 and "no model given: pass --model" in err
     status, _, err = run(capsys, "embed", "--model-path", str(tiny_model))
     assert status == 2 and "nothing to embed" in err
-    status, _, err = run(capsys, "embed", "x", "--model-path", str(tiny_model), "--base-url",
-                         "http://h")
-    assert status == 2 and "excludes --model/--base-url" in err
+    status, _, err = run(capsys, "embed", "x", "--model", str(tiny_model), "--backend", "local",
+                         "--base-url", "http://h")
+    assert status == 2 and "base_url(s): only for backend='model-runner'" in err
+    status, _, err = run(capsys, "embed", "x", "--model", str(tiny_model), "--option",
+                         "timeout=5")
+    assert status == 2 and "timeout: only for backend='model-runner'" in err
     status, _, err = run(capsys, "embed", "", "--model-path", str(tiny_model))
     assert status == 1 and "text at index 0 is empty" in err
 

@@ -9,8 +9,8 @@ from qwen3_embed_core import (
     ConfigurationError,
     Qwen3Embedder,
     Task,
-    resolve_instruction,
 )
+from qwen3_embed_core._inputs import resolve_instruction
 from qwen3_embed_core._qwen3 import lookup_variant
 
 from .conftest import COS_MIN

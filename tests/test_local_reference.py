@@ -150,12 +150,13 @@ def test_packed_equals_unpacked_and_keeps_order(tiny_model):
 def test_plan_packs_covers_every_text_once_within_budget():
     rng = np.random.default_rng(0)
     lengths = [int(n) for n in rng.integers(2, 900, size=300)]
-    packs = plan_packs(lengths, budget=512, max_sequences=16)
-    seen = sorted(i for p in packs for i in p.indices)
+    seqs = [rng.integers(0, 500, size=n).astype(np.int32) for n in lengths]
+    plan = plan_packs(seqs, budget=512, max_sequences=16)
+    seen = sorted(i for p in plan.packs for i in p.indices)
     assert seen == list(range(300))
-    for p in packs:
+    for p in plan.packs:
         assert len(p.indices) <= 16
-        assert p.n_tokens == sum(lengths[i] for i in p.indices)
+        assert p.n_tokens == sum(lengths[i] - plan.prefix_of(i) for i in p.indices)
         assert p.alone or p.n_tokens <= 512
         if p.n_tokens > 512:
             assert len(p.indices) == 1

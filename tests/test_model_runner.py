@@ -20,10 +20,9 @@ from qwen3_embed_core import (
     EOS_TEXT,
     ConfigurationError,
     InvalidInputError,
-    ModelRunnerBackend,
     Qwen3Embedder,
 )
-from qwen3_embed_core._http import BASE_URL_ENV
+from qwen3_embed_core._http import BASE_URL_ENV, ModelRunnerBackend
 
 from .conftest import COS_MIN, cosines
 from .llama_server import LlamaServer, free_port
@@ -266,8 +265,8 @@ def test_batches_spread_over_endpoints_each_with_its_own_eos_answer(llama_server
 async def test_async_spreads_and_skips_a_dead_endpoint(llama_server, llama_server_no_eos, reference):
     dead = f"http://127.0.0.1:{free_port()}/v1"
     urls = [dead, llama_server.base_url, llama_server_no_eos.base_url]
-    async with Qwen3Embedder.model_runner(MODEL, base_urls=urls, batch_size=1, max_retries=1) as emb:
-        emb.backend.backoff = 0.01
+    async with Qwen3Embedder.model_runner(MODEL, base_urls=urls, batch_size=1, max_retries=1,
+                                          backoff=0.01) as emb:
         got = await emb.aembed_documents(MANY)
         status = emb.backend.endpoint_status()
     assert status[0]["down"] and status[0]["failures"] >= 1 and not status[0]["probed"]
@@ -280,8 +279,8 @@ def test_endpoint_killed_midway_its_batches_go_to_the_other(tiny_model, llama_se
     texts = [f"{t} #{i}" for i in range(12) for t in SHORT[:3]]  # 36 one-text batches
     with LlamaServer(tiny_model, tmp_path, name="doomed") as doomed:
         urls = [doomed.base_url, llama_server.base_url]
-        with Qwen3Embedder.model_runner(MODEL, base_urls=urls, batch_size=1, max_concurrency=1) as emb:
-            emb.backend.backoff = 0.01
+        with Qwen3Embedder.model_runner(MODEL, base_urls=urls, batch_size=1, max_concurrency=1,
+                                        backoff=0.01) as emb:
 
             def kill_after_three() -> None:
                 deadline = time.monotonic() + 30

@@ -23,13 +23,12 @@ from qwen3_embed_core import (
     ConfigurationError,
     InvalidInputError,
     ModelNotFoundError,
-    ModelRunnerBackend,
     Qwen3Embedder,
     ServerError,
     ServerUnavailableError,
     TextTooLongError,
 )
-from qwen3_embed_core._http import backoff_delay
+from qwen3_embed_core._http import ModelRunnerBackend, backoff_delay
 
 from .conftest import COS_MIN, cosines
 from .llama_server import LlamaServer, free_port

@@ -14,11 +14,11 @@ from qwen3_embed_core import (
     InvalidInputTypeError,
     chunk_text,
     content_hash,
-    model_id,
     point_id,
 )
-from qwen3_embed_core._records import IngestReport, batches, prepare_record
-from qwen3_embed_core._spec import check_record, spec_record
+from qwen3_embed_core._options import model_id
+from qwen3_embed_core._records import IngestReport, batches
+from qwen3_embed_core.adapters import check_record, prepare_record, spec_record
 
 from .texts import MIXED, long_text
 
@@ -164,7 +164,7 @@ def test_spec_round_trips_and_never_holds_a_key(tmp_path):
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     spec = EmbedderSpec.local(gguf, dimensions=48, task="question_answering")
-    assert spec.model_path == str(gguf.resolve())
+    assert spec.model == str(gguf.resolve()) and spec.backend == "local"
     assert EmbedderSpec.from_config(spec.to_config()) == spec
     remote = EmbedderSpec.model_runner("ai/qwen3-embedding:0.6B-F16", base_url="http://h:1",
                                        api_key_env_var="MY_KEY")
@@ -173,11 +173,11 @@ def test_spec_round_trips_and_never_holds_a_key(tmp_path):
     assert EmbedderSpec.from_config(config) == remote
     with pytest.raises(ConfigurationError, match="never hold an API key"):
         EmbedderSpec.from_config({**config, "api_key": "secret"})
-    with pytest.raises(ConfigurationError, match="unknown embedder config keys"):
+    with pytest.raises(ConfigurationError, match="unknown model config keys"):
         EmbedderSpec.from_config({**config, "colour": 1})
     with pytest.raises(ConfigurationError, match="newer qwen3-embed"):
         EmbedderSpec.from_config({**config, "format": 99})
-    with pytest.raises(ConfigurationError, match="model_path"):
+    with pytest.raises(ConfigurationError, match="the local backend needs model="):
         EmbedderSpec(backend="local")
     with pytest.raises(ConfigurationError, match="either task= or instruction="):
         EmbedderSpec.local(gguf, task="web_search", instruction="Q: ")

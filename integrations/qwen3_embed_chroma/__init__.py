@@ -7,12 +7,15 @@
 ...     "docs", embedding_function=Qwen3EmbeddingFunction(model_path="model.gguf"))
 >>> col.add(ids=["1"], documents=["Paris is the capital of France."])
 >>> col.query(query_texts=["capital of France?"])   # the query gets the instruction
+>>> search(col, "capital of France?", limit=5, rerank=Qwen3Reranker.local("reranker.gguf"))
 
 Chroma stores :meth:`Qwen3EmbeddingFunction.get_config` with the collection
 and rebuilds the function from it in a new process (``import
 qwen3_embed_chroma`` first, so the name ``"qwen3-embed"`` is registered).
 :func:`ingest` and :func:`search` are the helpers the ``qwen3-embed`` command
-line uses: re-runnable ingestion and scored hits.
+line uses: re-runnable ingestion and scored hits, optionally reranked. Reranking
+happens at search time only: the collection's stored function config is the
+same with or without it.
 """
 
 from __future__ import annotations
@@ -20,18 +23,23 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qwen3_embed_core import (
-    ConfigurationError,
-    EmbedderSpec,
-    Hit,
-    IngestReport,
-    Qwen3Embedder,
+from qwen3_embed_core import ConfigurationError, EmbedderSpec, Hit, IngestReport, Qwen3Embedder
+from qwen3_embed_core.adapters import (
+    BatchCallback,
+    OnError,
+    Record,
+    check_record,
+    missing_dependency,
+    rerank_candidates,
+    rerank_hits,
+    run_ingest,
+    spec_record,
 )
-from qwen3_embed_core._errors import missing_dependency
-from qwen3_embed_core._records import BatchCallback, OnError, Record, run_ingest
-from qwen3_embed_core._spec import check_record, spec_record
+
+if TYPE_CHECKING:
+    from qwen3_embed_core import Qwen3Reranker
 
 try:
     from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
@@ -39,7 +47,10 @@ try:
 except ImportError as exc:  # pragma: no cover - the chroma extra is missing
     raise missing_dependency("chromadb", "chroma", exc) from exc
 
-__all__ = ["NAME", "Qwen3EmbeddingFunction", "check_collection", "ingest", "search"]
+__all__ = [
+    "NAME", "Qwen3EmbeddingFunction", "check_collection", "function_of", "ingest",
+    "ingest_steps", "search",
+]
 
 # The name Chroma stores with a collection: changing it orphans existing collections.
 NAME = "qwen3-embed"
@@ -51,21 +62,35 @@ HASH_KEY, RECORD_ID_KEY = "content_hash", "record_id"
 class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
     """Chroma embedding function: documents bare, queries with the Qwen3 instruction.
 
-    Local: ``Qwen3EmbeddingFunction(model_path="Qwen3-Embedding-0.6B-Q8_0.gguf")``
-    (a path or a variant name). Server: ``Qwen3EmbeddingFunction(model=
-    "ai/qwen3-embedding:0.6B-F16", base_url="http://localhost:12434")``.
-    ``dimensions``: MRL size (32 to the model's full size; None for full).
-    ``task``: preset name or task description (``task_symmetric`` for a
-    custom symmetric one); ``instruction``: a complete query prefix instead.
-    ``api_key_env_var``: name of the environment variable holding the
-    server's API key (the key is never stored). The model loads on first use.
+    ``Qwen3EmbeddingFunction("Qwen3-Embedding-0.6B-Q8_0.gguf")`` or ``("0.6B-Q8_0")``
+    runs locally; ``Qwen3EmbeddingFunction("ai/qwen3-embedding:0.6B-F16",
+    base_url="http://localhost:12434")`` asks a server. ``model``/``backend``/
+    ``base_url`` are read by the core's one rule (README, "Naming a model").
+    The model loads on first use.
+
+    Args:
+        model: a GGUF path, a variant name or a Model Runner tag.
+        model_path: alias of ``model``.
+        backend: ``"local"`` or ``"model-runner"`` (inferred when None).
+        base_url: one server URL (model-runner).
+        base_urls: several server URLs serving the same model.
+        api_key_env_var: environment variable holding the server's API key
+            (the key itself is never stored).
+        dimensions: Matryoshka size, 32 to the model's full size (None: full).
+        task: a preset name or a task description.
+        task_symmetric: put a custom task's instruction on documents too.
+        instruction: a complete query prefix instead of ``task``.
+        options: any backend option by name (``LocalOptions``/``ModelRunnerOptions``).
+        spec: a ready :class:`EmbedderSpec` instead of all of the above.
+        named_options: backend options by name (``max_tokens=``, ``timeout=``...).
     """
 
     def __init__(
         self,
-        model_path: str | None = None,
-        *,
         model: str | None = None,
+        *,
+        model_path: str | None = None,
+        backend: str | None = None,
         base_url: str | None = None,
         base_urls: Sequence[str] | None = None,
         api_key_env_var: str | None = None,
@@ -73,26 +98,17 @@ class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
         task: str | None = None,
         task_symmetric: bool = False,
         instruction: str | None = None,
-        max_tokens: int | None = None,
-        truncate: bool = False,
+        options: dict[str, Any] | None = None,
         spec: EmbedderSpec | None = None,
+        **named_options: Any,
     ) -> None:
         if spec is None:
-            options: dict[str, Any] = {
-                "dimensions": dimensions, "task": task, "task_symmetric": task_symmetric,
-                "instruction": instruction, "max_tokens": max_tokens, "truncate": truncate,
-            }
-            if model_path is not None:
-                if model or base_url or base_urls or api_key_env_var:
-                    raise ConfigurationError(
-                        "pass model_path= (local GGUF) or model=/base_url= (server), not both"
-                    )
-                spec = EmbedderSpec.local(model_path, **options)
-            else:  # the spec refuses the local-only max_tokens/truncate here
-                spec = EmbedderSpec.model_runner(
-                    model, base_url=base_url, base_urls=tuple(base_urls or ()),
-                    api_key_env_var=api_key_env_var, **options,
-                )
+            spec = EmbedderSpec.from_options(
+                backend, model=model, model_path=model_path, base_url=base_url,
+                base_urls=base_urls, api_key_env_var=api_key_env_var, dimensions=dimensions,
+                task=task, task_symmetric=task_symmetric or None, instruction=instruction,
+                options=options, **named_options,
+            )
         self.spec = spec
         self._embedder: Qwen3Embedder | None = None
         self._lock = threading.Lock()
@@ -159,10 +175,11 @@ class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
                 self._embedder = None
 
     def __repr__(self) -> str:
-        return f"Qwen3EmbeddingFunction({self.spec.backend}, model={self.spec.model_name!r})"
+        return f"Qwen3EmbeddingFunction({self.spec.backend}, model={self.spec.model!r})"
 
 
-def _function_of(collection: Any) -> Qwen3EmbeddingFunction:
+def function_of(collection: Any) -> Qwen3EmbeddingFunction:
+    """The collection's Qwen3EmbeddingFunction, checked against its stored config."""
     ef = getattr(collection, "_embedding_function", None)
     if not isinstance(ef, Qwen3EmbeddingFunction):
         ef = (collection.configuration or {}).get("embedding_function")
@@ -218,7 +235,17 @@ def ingest(
     embeds only new or edited texts; metadata-only edits are updated without
     embedding. ``records``: ``str`` or ``{"id"?, "text", "metadata"?}``.
     """
-    embedder = _function_of(collection).embedder
+    embedder = function_of(collection).embedder
+    return run_ingest(
+        records, embed=embedder.embed_documents, **ingest_steps(collection),
+        batch_size=batch_size, on_error=on_error, progress=progress, on_batch=on_batch,
+    )
+
+
+def ingest_steps(collection: Any) -> dict[str, Any]:
+    """The store's side of ``run_ingest`` for ``collection``: its ``lookup``, ``labels``,
+    ``write`` and ``relabel`` keyword arguments. :func:`ingest` and ``qwen3_embed_ray``
+    (whose vectors are made elsewhere) both write through these; one set per batch loop."""
     before: dict[str, dict[str, Any]] = {}  # stored metadata of the batch in hand
 
     def lookup(batch: list[Record]) -> dict[str, tuple[object, object]]:
@@ -239,21 +266,31 @@ def ingest(
     def relabel(recs: list[Record]) -> None:
         collection.update(ids=[r.id for r in recs], metadatas=[replacing(r) for r in recs])
 
-    return run_ingest(
-        records, embed=embedder.embed_documents, lookup=lookup, labels=_metadata, write=write,
-        relabel=relabel, batch_size=batch_size, on_error=on_error, progress=progress,
-        on_batch=on_batch,
-    )
+    return {"lookup": lookup, "labels": _metadata, "write": write, "relabel": relabel}
 
 
 def search(
-    collection: Any, query: str, limit: int = 5, where: dict[str, Any] | None = None
+    collection: Any,
+    query: str,
+    limit: int = 5,
+    where: dict[str, Any] | None = None,
+    *,
+    rerank: Qwen3Reranker | None = None,
+    candidates: int | None = None,
 ) -> list[Hit]:
-    """The ``limit`` nearest documents to ``query``, best first; ``score`` is the cosine."""
-    embedder = _function_of(collection).embedder
+    """The ``limit`` nearest documents to ``query``, best first; ``score`` is the cosine.
+
+    Two-stage retrieval with ``rerank=`` (a ``Qwen3Reranker``): the
+    ``candidates`` nearest documents (default ``max(4 * limit, 20)``) are
+    reranked against the bare query and the ``limit`` most relevant are
+    returned; ``Hit.score`` is then the relevance score P(yes) in [0, 1] and
+    ``Hit.vector_score`` the cosine.
+    """
+    fetch = rerank_candidates(limit, rerank, candidates)
+    embedder = function_of(collection).embedder
     vector = embedder.embed_query(query)
     result = collection.query(
-        query_embeddings=[vector], n_results=limit, where=where,
+        query_embeddings=[vector], n_results=fetch, where=where,
         include=["documents", "metadatas", "distances"],
     )
     space = ((collection.configuration or {}).get("hnsw") or {}).get("space") or "cosine"
@@ -266,4 +303,4 @@ def search(
         meta.pop(HASH_KEY, None)
         hits.append(Hit(id=id_, score=float(score), text=text or "", metadata=meta,
                         record_id=meta.pop(RECORD_ID_KEY, None)))
-    return hits
+    return hits if rerank is None else rerank_hits(rerank, query, hits, limit)

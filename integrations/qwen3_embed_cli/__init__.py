@@ -1,8 +1,11 @@
-"""The ``qwen3-embed`` command line: embed texts, ingest folders into a store, search it.
+"""The ``qwen3-embed`` command line: embed texts, ingest folders into a store, search it, rerank.
 
     qwen3-embed embed "some text" --model-path Qwen3-Embedding-0.6B-Q8_0.gguf
     qwen3-embed ingest docs/ --into qdrant:./db/docs --model-path model.gguf
+    qwen3-embed ingest docs/ --into qdrant+http://host:6333/docs --model 0.6B-Q8_0 --ray
     qwen3-embed search "what is X?" --in qdrant:./db/docs
+    qwen3-embed search "what is X?" --in qdrant:./db/docs --rerank reranker.gguf --candidates 50
+    qwen3-embed rerank "what is X?" "first document" "second document" --model reranker.gguf
 
 Stores are named by URI: ``chroma:PATH/COLLECTION``, ``qdrant:PATH/COLLECTION``
 (embedded, on disk), ``qdrant+http://HOST:6333/COLLECTION`` and
@@ -13,7 +16,6 @@ imported only for the store you name.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -27,21 +29,24 @@ import numpy as np
 
 from qwen3_embed_core import (
     TASKS,
+    ConfigurationError,
     EmbedderSpec,
     Hit,
     IngestReport,
     InvalidInputError,
     Qwen3EmbedError,
+    RerankerSpec,
     ServerUnavailableError,
     __version__,
     chunk_text,
 )
-from qwen3_embed_core._records import prepare_record
+from qwen3_embed_core.adapters import Record, prepare_record
 
-__all__ = ["StoreURI", "main", "parse_uri"]
+__all__ = ["StoreURI", "chunk_record", "chunk_records", "iter_sources", "main", "parse_uri"]
 
 PROG = "qwen3-embed"
-MODEL_ENV = "QWEN3_EMBED_MODEL"  # default --model-path
+MODEL_ENV = "QWEN3_EMBED_MODEL"  # default --model
+RERANK_MODEL_ENV = "QWEN3_RERANK_MODEL"  # default reranker (rerank --model, search --rerank)
 TEXT_SUFFIXES = (".txt", ".md")
 URI_HELP = (
     "chroma:PATH/COLLECTION, qdrant:PATH/COLLECTION (embedded stores on disk), "
@@ -110,7 +115,8 @@ class _Store:
     def ingest(self, records: Iterator[dict[str, Any]], batch_size: int, on_error: str,
                progress: bool) -> IngestReport: ...
 
-    def search(self, query: str, limit: int) -> list[Hit]: ...
+    def search(self, query: str, limit: int, rerank: Any = None,
+               candidates: int | None = None) -> list[Hit]: ...
 
     def close(self) -> None: ...
 
@@ -143,18 +149,17 @@ class _Qdrant(_Store):
         return self._emb
 
     def _record(self) -> dict[str, Any] | None:
-        with self.q._errors(self.client):
-            if not self.client.collection_exists(self.uri.collection):
-                return None
-            return self.q._record(self.client, self.uri.collection)[1] or {}  # {}: no record
+        return self.q.collection_record(self.client, self.uri.collection)
 
     def ingest(self, records: Iterator[dict[str, Any]], batch_size: int, on_error: str,
                progress: bool) -> IngestReport:
         return self.q.ingest(self.client, self.uri.collection, self._emb, records, batch_size,
                              on_error=on_error, progress=progress, spec=self.spec)
 
-    def search(self, query: str, limit: int) -> list[Hit]:
-        return self.q.search(self.client, self.uri.collection, self._emb, query, limit)
+    def search(self, query: str, limit: int, rerank: Any = None,
+               candidates: int | None = None) -> list[Hit]:
+        return self.q.search(self.client, self.uri.collection, self._emb, query, limit,
+                             rerank=rerank, candidates=candidates)
 
     def close(self) -> None:
         if self._emb is not None:
@@ -194,7 +199,7 @@ class _Chroma(_Store):
                 else self._get(name, embedding_function=ef))
         else:  # no model given: the collection's own function, if it has one
             self.collection = self._get(name)
-        self.function = self.c._function_of(self.collection)
+        self.function = self.c.function_of(self.collection)
         return self.function.embedder
 
     def _get(self, name: str, **kwargs: Any) -> Any:
@@ -210,8 +215,9 @@ class _Chroma(_Store):
         return self.c.ingest(self.collection, records, batch_size=batch_size,
                              on_error=on_error, progress=progress)
 
-    def search(self, query: str, limit: int) -> list[Hit]:
-        return self.c.search(self.collection, query, limit)
+    def search(self, query: str, limit: int, rerank: Any = None,
+               candidates: int | None = None) -> list[Hit]:
+        return self.c.search(self.collection, query, limit, rerank=rerank, candidates=candidates)
 
     def close(self) -> None:
         if self.function is not None:
@@ -223,41 +229,73 @@ def open_store(uri: StoreURI, create: bool) -> _Store:
     return (_Qdrant if uri.kind == "qdrant" else _Chroma)(uri, create)
 
 
-def _env_spec() -> EmbedderSpec | None:
-    env = os.environ.get(MODEL_ENV)
-    return EmbedderSpec.local(env) if env else None
-
-
 def _no_model(uri: StoreURI | None) -> UsageError:
     where = f" and {uri} records none" if uri else ""
     return UsageError(
-        f"no model given{where}: pass --model-path FILE.gguf (local llama.cpp), "
-        f"--model/--base-url (Docker Model Runner or llama-server), or set ${MODEL_ENV}"
+        f"no model given{where}: pass --model (a GGUF path or a variant such as 0.6B-Q8_0 "
+        f"runs locally; a Model Runner tag or --base-url asks a server), or set ${MODEL_ENV}"
     )
 
 
 # -- backend options ---------------------------------------------------------------
 
 
+def _option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from --option; VALUE is read as JSON when it parses (numbers, true)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
 def spec_from_args(args: argparse.Namespace) -> EmbedderSpec | None:
-    """The embedder the backend options describe, or None when none were given."""
-    common: dict[str, Any] = {"dimensions": args.dimensions, "task": args.task}
-    if args.model_path:
-        if args.model or args.base_url or args.api_key_env:
-            raise UsageError("--model-path (local) excludes --model/--base-url/--api-key-env "
-                             "(server)")
-        return EmbedderSpec.local(args.model_path, max_tokens=args.max_tokens, **common)
-    if args.model or args.base_url:
-        if args.max_tokens is not None:
-            raise UsageError("--max-tokens is for a local model (--model-path)")
-        return EmbedderSpec.model_runner(args.model, base_urls=tuple(args.base_url or ()),
-                                         api_key_env_var=args.api_key_env, **common)
-    env = _env_spec()
-    if env is not None:
-        return dataclasses.replace(env, **common, max_tokens=args.max_tokens)
-    if args.dimensions is not None or args.task is not None:
-        raise _no_model(None)
-    return None
+    """The embedder the model options describe (the core's one rule), or None when none
+    were given (ingest/search then use the model the store records)."""
+    model = args.model
+    if model is None and args.model_path is None and not args.base_url and args.backend is None:
+        model = os.environ.get(MODEL_ENV) or None
+        if model is None:
+            if any(v is not None for v in (args.dimensions, args.task, args.max_tokens)) \
+                    or args.option:
+                raise _no_model(None)
+            return None
+    try:
+        return EmbedderSpec.from_options(
+            args.backend, model=model, model_path=args.model_path,
+            base_urls=args.base_url or None, api_key_env_var=args.api_key_env,
+            dimensions=args.dimensions, task=args.task, options=dict(args.option or ()),
+            max_tokens=args.max_tokens,
+        )
+    except ConfigurationError as exc:  # a contradiction on the command line
+        raise UsageError(str(exc)) from None
+
+
+def reranker_spec(
+    model: str | None, *, model_path: str | None = None, backend: str | None = None,
+    base_urls: Sequence[str] | None = None, api_key_env: str | None = None,
+    instruction: str | None = None, max_tokens: int | None = None,
+    options: Sequence[tuple[str, Any]] | None = None,
+) -> RerankerSpec:
+    """The reranker these options describe (the core's one rule); no model and no server:
+    ``$QWEN3_RERANK_MODEL``, else a UsageError saying what to pass."""
+    if not model and model_path is None and not base_urls and backend is None:
+        model = os.environ.get(RERANK_MODEL_ENV) or None
+        if model is None:
+            raise UsageError(
+                "no reranker given: name one (a Qwen3-Reranker GGUF path runs locally; a "
+                f"Model Runner tag such as {RerankerSpec.DEFAULT_MODEL}:0.6B or a server URL "
+                f"asks a server), or set ${RERANK_MODEL_ENV}")
+    try:
+        return RerankerSpec.from_options(
+            backend, model=model or None, model_path=model_path, base_urls=base_urls or None,
+            api_key_env_var=api_key_env, instruction=instruction, options=dict(options or ()),
+            max_tokens=max_tokens,
+        )
+    except ConfigurationError as exc:  # a contradiction on the command line
+        raise UsageError(str(exc)) from None
 
 
 # -- sources -----------------------------------------------------------------------
@@ -329,17 +367,32 @@ def chunk_records(
                 raise
             problems.append(str(exc))
             continue
-        chunks = chunk_text(rec.text, count_tokens, chunk_tokens, overlap_tokens)
-        for i, chunk in enumerate(chunks):
-            if is_file:
-                rid: object = f"{source}#{i}"
-            elif rec.record_id is not None:
-                rid = rec.record_id if len(chunks) == 1 else f"{rec.record_id}#{i}"
-            else:
-                rid = None
-            meta = {**rec.metadata, "source": rec.metadata.get("source", source), "chunk": i,
-                    "chunks": len(chunks)}
-            yield {"id": rid, "text": chunk, "metadata": meta}
+        yield from chunk_record(rec, source, is_file, count_tokens, chunk_tokens, overlap_tokens)
+
+
+def chunk_record(
+    rec: Record, source: str | None, is_file: bool, count_tokens: Any, chunk_tokens: int,
+    overlap_tokens: int,
+) -> list[dict[str, Any]]:
+    """One validated record cut into token chunks, each a record (the rule of
+    :func:`chunk_records`, shared with ``qwen3_embed_ray``).
+
+    ``source``: where the record came from, kept as metadata ``source`` (None:
+    not recorded); ``is_file``: a whole file, whose chunks are ``{source}#{i}``.
+    """
+    chunks = chunk_text(rec.text, count_tokens, chunk_tokens, overlap_tokens)
+    out = []
+    for i, chunk in enumerate(chunks):
+        if is_file:
+            rid: object = f"{source}#{i}"
+        elif rec.record_id is not None:
+            rid = rec.record_id if len(chunks) == 1 else f"{rec.record_id}#{i}"
+        else:
+            rid = None
+        named = {"source": rec.metadata.get("source", source)} if source is not None else {}
+        meta = {**rec.metadata, **named, "chunk": i, "chunks": len(chunks)}
+        out.append({"id": rid, "text": chunk, "metadata": meta})
+    return out
 
 
 # -- commands ----------------------------------------------------------------------
@@ -386,6 +439,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise UsageError(f"{arg}: no such file or folder")
     uri = parse_uri(args.into)
     spec = spec_from_args(args)
+    if args.ray is not None:
+        return _ingest_on_ray(args, uri, spec)
     store = open_store(uri, create=True)
     problems: list[str] = []
     try:
@@ -405,15 +460,73 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ingest_on_ray(args: argparse.Namespace, uri: StoreURI, spec: EmbedderSpec | None) -> int:
+    """``ingest --ray``: the same records, ids and report, embedded by Ray actors.
+
+    Sources are read here (file names and JSONL lines, as without --ray); the
+    actors chunk and embed them (see ``qwen3_embed_ray.ingest_dataset``).
+    """
+    import logging
+
+    try:
+        import ray
+
+        from qwen3_embed_ray import ingest_dataset
+    except ImportError as exc:
+        raise UsageError(f"--ray needs Ray Data: pip install 'qwen3-embed[ray]' ({exc})") from exc
+    if args.actors < 1:
+        raise UsageError(f"--actors must be at least 1, not {args.actors}")
+    problems: list[str] = []
+    rows = [  # a JSONL line holding a bare string is a record, not a whole file
+        {"source": name, "record": json.dumps(
+            {"text": raw} if isinstance(raw, str) and not is_file else raw, ensure_ascii=False)}
+        for name, raw, is_file in iter_sources(args.paths, problems)
+    ]
+    started = not ray.is_initialized()  # a program calling main() may have a cluster already
+    if started:  # ADDRESS, else $RAY_ADDRESS, else a new local cluster
+        ray.init(address=args.ray or None, logging_level=logging.WARNING)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = args.progress
+        report = ingest_dataset(
+            ray.data.from_items(rows), str(uri), spec=spec, record_column="record",
+            source_column="source", chunk_tokens=args.chunk_tokens,
+            overlap_tokens=args.overlap_tokens, batch_size=args.batch_size, actors=args.actors,
+            on_error=args.on_error)
+    finally:
+        if started:
+            ray.shutdown()
+    print(f"ingested into {uri} on Ray ({args.actors} actors): "
+          f"{report.summary().replace(' records:', ' chunks:', 1)}")
+    if problems or report.bad:
+        print(f"{len(problems) + len(report.bad)} inputs skipped:")
+        for line in [*problems, *map(str, report.bad)]:
+            print(f"  {line}")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     uri = parse_uri(args.within)
     spec = spec_from_args(args)
+    if args.rerank is None and args.candidates is not None:
+        raise UsageError("--candidates sets how many hits --rerank reorders: add --rerank [MODEL]")
+    rerank = None if args.rerank is None else reranker_spec(
+        args.rerank, base_urls=args.rerank_base_url, api_key_env=args.api_key_env,
+        instruction=args.rerank_instruction, options=args.rerank_option)
     store = open_store(uri, create=False)
     try:
-        store.embedder(spec)
-        hits = store.search(args.query, args.limit)
+        emb = store.embedder(spec)
+        reranker = rerank.build() if rerank is not None else None
+        try:
+            hits = store.search(args.query, args.limit, rerank=reranker,
+                                candidates=args.candidates)
+        finally:
+            if reranker is not None:
+                reranker.close()
     finally:
         store.close()
+    if reranker is not None:
+        print(f"candidates by {emb.model_name} (cosine), reranked by {reranker.model_name} "
+              "(relevance P(yes))")
     if not hits:
         print(f"no results in {uri}")
     for rank, hit in enumerate(hits, start=1):
@@ -422,8 +535,39 @@ def cmd_search(args: argparse.Namespace) -> int:
         where = f"{source}#{chunk}" if chunk is not None and hit.metadata.get("chunks", 1) > 1 \
             else str(source)
         snippet = " ".join(hit.text.split())
-        print(f"{rank:>2}. {hit.score:.3f}  {where}")
+        cosine = "" if hit.vector_score is None else f"  (cosine {hit.vector_score:.3f})"
+        print(f"{rank:>2}. {hit.score:.3f}{cosine}  {where}")
         print(f"    {snippet[:117] + '...' if len(snippet) > 120 else snippet}")
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    docs = list(args.documents)
+    if args.file:
+        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        with stream:
+            for number, line in enumerate(stream, start=1):
+                if not line.strip():
+                    raise UsageError(f"{args.file}:{number} is empty; one document per line, "
+                                     "no blank lines")
+                docs.append(line.rstrip("\n"))
+    if not docs:
+        raise UsageError("nothing to rerank: give DOC arguments or --file F (one per line)")
+    spec = reranker_spec(args.model, model_path=args.model_path, backend=args.backend,
+                         base_urls=args.base_url, api_key_env=args.api_key_env,
+                         instruction=args.instruction, max_tokens=args.max_tokens,
+                         options=args.option)
+    with spec.build() as rr:
+        top = None if args.top_n is None else min(args.top_n, len(docs))
+        results = rr.rerank(args.query, docs, top_n=top)
+    if args.format == "json":
+        print(json.dumps([{"index": r.index, "score": float(r.score), "text": r.text}
+                          for r in results], ensure_ascii=False, indent=1))
+        return 0
+    for rank, r in enumerate(results, start=1):
+        snippet = " ".join(r.text.split())
+        snippet = snippet[:97] + "..." if len(snippet) > 100 else snippet
+        print(f"{rank:>2}. {r.score:.4f}  [{r.index}] {snippet}")
     return 0
 
 
@@ -434,14 +578,16 @@ def build_parser() -> argparse.ArgumentParser:
     backend = argparse.ArgumentParser(add_help=False)
     group = backend.add_argument_group(
         "model (shared by every command)",
-        f"Local GGUF with --model-path, or a server with --model/--base-url. Without "
-        f"either: ${MODEL_ENV}, else (ingest/search) the model the store records.")
-    group.add_argument("--model-path", metavar="GGUF",
-                       help="GGUF file or variant name (0.6B-Q8_0, 4B-Q4_K_M...) run in-process "
-                            "by llama.cpp")
-    group.add_argument("--model", metavar="NAME",
-                       help="model served by Docker Model Runner or llama-server "
-                            "(default ai/qwen3-embedding)")
+        f"--model names the model: a GGUF path or a variant (0.6B-Q8_0) runs in-process with "
+        f"llama.cpp; a Model Runner tag (ai/qwen3-embedding:0.6B-F16) or --base-url asks a "
+        f"server. --backend overrides that choice. Without a model: ${MODEL_ENV}, else "
+        f"(ingest/search) the model the store records.")
+    group.add_argument("--model", metavar="MODEL",
+                       help="GGUF path, variant name (0.6B-Q8_0, 4B-Q4_K_M...) or Model Runner "
+                            "tag / served model name (default ai/qwen3-embedding on a server)")
+    group.add_argument("--model-path", metavar="MODEL", help="alias of --model")
+    group.add_argument("--backend", choices=("local", "model-runner"),
+                       help="where the model runs (default: inferred from --model/--base-url)")
     group.add_argument("--base-url", metavar="URL", action="append",
                        help="server URL (default Model Runner's http://localhost:12434); "
                             "repeat for replicas")
@@ -454,10 +600,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "description (default web_search)")
     group.add_argument("--max-tokens", type=int, metavar="N",
                        help="local model: longest text accepted, in tokens (default: its context)")
+    group.add_argument("--option", metavar="KEY=VALUE", action="append", type=_option,
+                       help="any other backend option (n_threads=4, timeout=120, "
+                            "max_retries=5...); repeatable")
 
     parser = argparse.ArgumentParser(
         prog=PROG, description="Qwen3-Embedding from the command line: embed texts, ingest "
-        "documents into Chroma or Qdrant, search them.",
+        "documents into Chroma or Qdrant, search them; rerank with Qwen3-Reranker.",
         epilog=f"Stores: {URI_HELP}. Run '{PROG} COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -491,6 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "stop at the first")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar on stderr")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="embed on a Ray cluster: ADDRESS (ray://HOST:10001 or auto), else "
+                        "$RAY_ADDRESS, else a local one (needs the ray extra)")
+    p.add_argument("--actors", type=int, default=1, metavar="N",
+                   help="with --ray: embedding actors, one model each (default 1)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", parents=[backend], help="query a store",
@@ -500,8 +654,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in", dest="within", required=True, metavar="URI",
                    help=f"the store: {URI_HELP}")
     p.add_argument("--limit", type=int, default=5, metavar="K", help="hits to show (default 5)")
+    group = p.add_argument_group(
+        "reranking", "Two-stage search: fetch --candidates hits by vector, reorder them with a "
+        "Qwen3-Reranker and show the --limit most relevant (score: P(yes) in [0, 1]; the "
+        "cosine beside it). --api-key-env serves both servers.")
+    group.add_argument("--rerank", nargs="?", const="", metavar="MODEL",
+                       help=f"rerank with MODEL: a Qwen3-Reranker GGUF path (local) or a Model "
+                            f"Runner tag (ai/qwen3-reranker:0.6B); no MODEL: ${RERANK_MODEL_ENV}")
+    group.add_argument("--candidates", type=_positive, metavar="K",
+                       help="hits fetched by vector for --rerank (default max(4 x limit, 20))")
+    group.add_argument("--rerank-base-url", metavar="URL", action="append",
+                       help="server of the reranker (implies model-runner); repeat for replicas")
+    group.add_argument("--rerank-instruction", metavar="I",
+                       help="what relevance means (default: the model card's web-search one)")
+    group.add_argument("--rerank-option", metavar="KEY=VALUE", action="append", type=_option,
+                       help="a backend option of the reranker (n_threads=4...); repeatable")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("rerank", parents=[_rerank_parent()],
+                       help="order documents by relevance to a query",
+                       description="Score each document against the query with a Qwen3-Reranker "
+                       "(P(yes) in [0, 1], the model card's formula) and print them best first.")
+    p.add_argument("query", metavar="QUERY", help="the query")
+    p.add_argument("documents", nargs="*", metavar="DOC", help="documents to rerank")
+    p.add_argument("--file", metavar="F", help="read documents from F, one per line ('-': stdin)")
+    p.add_argument("--top-n", type=_positive, metavar="N", help="show the N best (default: all)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text: rank, score, [index] and text (default); json: [{index, score, "
+                        "text}] best first")
+    p.set_defaults(func=cmd_rerank)
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text}")
+    return value
+
+
+def _rerank_parent() -> argparse.ArgumentParser:
+    """The reranker's model options (the rule of --model, without the embedder's options)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group(
+        "reranker", f"--model names a Qwen3-Reranker: a GGUF path runs in-process; "
+        f"a Model Runner tag (ai/qwen3-reranker:0.6B) or --base-url asks a server (Model Runner, "
+        f"or llama-server --reranking). Without one: ${RERANK_MODEL_ENV}.")
+    group.add_argument("--model", metavar="MODEL", help="GGUF path or Model Runner tag")
+    group.add_argument("--model-path", metavar="MODEL", help="alias of --model")
+    group.add_argument("--backend", choices=("local", "model-runner"),
+                       help="where the model runs (default: inferred from --model/--base-url)")
+    group.add_argument("--base-url", metavar="URL", action="append",
+                       help="server URL (default Model Runner's http://localhost:12434); "
+                            "repeat for replicas")
+    group.add_argument("--api-key-env", metavar="VAR",
+                       help="environment variable holding the server's API key")
+    group.add_argument("--instruction", metavar="I",
+                       help="what relevance means (default: the model card's web-search one)")
+    group.add_argument("--max-tokens", type=int, metavar="N",
+                       help="local model: longest (query, document) prompt, in tokens")
+    group.add_argument("--option", metavar="KEY=VALUE", action="append", type=_option,
+                       help="any other backend option (n_threads=4, timeout=120...); repeatable")
+    return parent
 
 
 def main(argv: Sequence[str] | None = None) -> int:

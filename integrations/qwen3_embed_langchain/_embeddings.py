@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any
 
 from qwen3_embed_core import Qwen3Embedder, Task, check_texts
-from qwen3_embed_core._build import API_KEY_ENV, BACKENDS, embedder_for
-from qwen3_embed_core._errors import missing_dependency
+from qwen3_embed_core.adapters import embedder_from_fields, missing_dependency
+
+from ._fields import ModelFields
 
 try:
     from langchain_core.embeddings import Embeddings
-    from langchain_core.utils import secret_from_env
-    from pydantic import (
-        BaseModel,
-        ConfigDict,
-        Field,
-        PrivateAttr,
-        SecretStr,
-        field_validator,
-        model_validator,
-    )
+    from pydantic import Field, PrivateAttr, model_validator
     from pydantic.json_schema import SkipJsonSchema  # a live object, not configuration
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise missing_dependency("langchain-core", "langchain", exc) from exc
 
 
-class Qwen3Embeddings(BaseModel, Embeddings):
+class Qwen3Embeddings(ModelFields, Embeddings):
     """Qwen3-Embedding vectors for LangChain, from a local GGUF file or Docker Model Runner.
 
     Documents are embedded bare; queries get the Qwen3 instruction
     (``Instruct: {task}\\nQuery:{query}``). Vectors are unit length, so
-    cosine and dot product agree.
+    cosine and dot product agree. ``model``/``backend``/``base_url`` are read
+    by the core's one rule (README, "Naming a model").
 
-    >>> emb = Qwen3Embeddings(model_path="Qwen3-Embedding-0.6B-Q8_0.gguf")
-    >>> emb = Qwen3Embeddings(model="ai/qwen3-embedding:0.6B-F16", dimensions=512)
+    >>> emb = Qwen3Embeddings(model="Qwen3-Embedding-0.6B-Q8_0.gguf")       # local GGUF
+    >>> emb = Qwen3Embeddings(model="ai/qwen3-embedding:0.6B-F16", dimensions=512)  # Model Runner
+    >>> emb = Qwen3Embeddings(model="0.6B-Q8_0", options={"n_threads": 4})  # any core option
     >>> emb = Qwen3Embeddings(embedder=shared_qwen3_embedder)
 
     ``embed_documents([])`` returns ``[]`` (LangChain's convention: vector
@@ -46,29 +39,6 @@ class Qwen3Embeddings(BaseModel, Embeddings):
     message; the API key is never shown in it or in ``repr``.
     """
 
-    model_config = ConfigDict(
-        extra="forbid",
-        protected_namespaces=(),
-        arbitrary_types_allowed=True,
-        hide_input_in_errors=True,  # the input holds the API key
-        use_attribute_docstrings=True,  # the docstrings below are the field descriptions
-    )
-
-    backend: Literal["local", "model-runner"] | None = None
-    """``"local"`` (llama.cpp in this process) or ``"model-runner"`` (HTTP). Default:
-    local when ``model_path`` or a variant name is given, model-runner otherwise."""
-    model: str | None = None
-    """Variant name (``"0.6B-Q8_0"``, local) or Model Runner tag / served model id
-    (model-runner; default ``ai/qwen3-embedding``)."""
-    model_path: str | None = None
-    """Path of a Qwen3-Embedding GGUF file (local backend)."""
-    base_url: str | None = None
-    """Model Runner or llama-server URL (default ``http://localhost:12434``); a URL
-    ending in ``/v1`` is used as is."""
-    base_urls: list[str] | None = None
-    """Several endpoints serving the same model: batches are spread across them."""
-    api_key: SecretStr | None = Field(default_factory=secret_from_env(API_KEY_ENV, default=None))
-    """Bearer token for an endpoint behind a proxy (default ``$QWEN3_EMBED_API_KEY``)."""
     dimensions: int | None = None
     """Matryoshka size of the vectors, 32 up to the model's full size (default: full)."""
     task: str | Task | None = None
@@ -79,37 +49,21 @@ class Qwen3Embeddings(BaseModel, Embeddings):
     """Texts per HTTP request, and per progress-bar step."""
     show_progress: bool = False
     """Show a tqdm bar over batches in ``embed_documents``."""
-    timeout: float | None = None
-    """Seconds to wait for a server's answer (model-runner; default 60)."""
-    connect_timeout: float | None = None
-    """Seconds to wait for a connection (model-runner; default 5)."""
-    n_threads: int | None = None
-    """CPU threads for llama.cpp (local; default: physical cores)."""
-    max_tokens: int | None = None
-    """Longest accepted text in tokens (local; default: the model's context)."""
-    truncate: bool | None = None
-    """Cut texts longer than ``max_tokens`` instead of raising (local; default False)."""
     embedder: SkipJsonSchema[Qwen3Embedder] | None = Field(default=None, exclude=True)
     """An existing embedder to share (one loaded model for several adapters)."""
 
     _embedder: Qwen3Embedder = PrivateAttr()
 
-    @field_validator("model_path", mode="before")
-    @classmethod
-    def _path_as_text(cls, value: object) -> object:  # accept pathlib paths, dump as text
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
-
     @model_validator(mode="after")
     def _build_embedder(self) -> Qwen3Embeddings:
-        self._embedder = embedder_for(
-            self, explicit=self.model_fields_set, embedder=self.embedder, batch_size=self.batch_size
+        self._embedder = embedder_from_fields(
+            self._values(),
+            explicit=self.model_fields_set, embedder=self.embedder,
+            defaults={"batch_size": self.batch_size},
         )
-        if self._embedder.backend.name in BACKENDS:  # show what was inferred
+        if self.embedder is None:  # show what was inferred
             self.backend = self._embedder.backend.name  # type: ignore[assignment]
         return self
-
-    def __repr_args__(self) -> Any:  # unset options would bury the ones that matter
-        return [(k, v) for k, v in super().__repr_args__() if v is not None]
 
     @property
     def qwen3_embedder(self) -> Qwen3Embedder:

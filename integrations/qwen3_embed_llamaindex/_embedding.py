@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from typing import Any, Literal
+from typing import Any
 
 from qwen3_embed_core import Qwen3Embedder, Task, check_texts
-from qwen3_embed_core._build import BACKENDS, embedder_for
-from qwen3_embed_core._errors import missing_dependency
+from qwen3_embed_core.adapters import embedder_from_fields, missing_dependency
+
+from ._fields import ModelFields
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
-    from llama_index.core.bridge.pydantic import (
-        ConfigDict,
-        Field,
-        PrivateAttr,
-        SecretStr,
-        field_validator,
-        model_validator,
-    )
+    from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
     from pydantic.json_schema import SkipJsonSchema  # a live object, not configuration
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise missing_dependency("llama-index-core", "llamaindex", exc) from exc
@@ -37,7 +30,7 @@ class _Query(str):
     raw: str
 
 
-class Qwen3Embedding(BaseEmbedding):
+class Qwen3Embedding(ModelFields, BaseEmbedding):
     """Qwen3-Embedding for LlamaIndex, from a local GGUF file or Docker Model Runner.
 
     Texts (nodes) are embedded bare; queries get the Qwen3 instruction
@@ -53,28 +46,6 @@ class Qwen3Embedding(BaseEmbedding):
     the core's :class:`~qwen3_embed_core.InvalidInputError` naming the index.
     """
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    backend: Literal["local", "model-runner"] | None = Field(
-        default=None,
-        description="'local' (llama.cpp in this process) or 'model-runner' (HTTP); default: "
-        "local when model_path or a variant name is given, model-runner otherwise.",
-    )
-    model: str | None = Field(
-        default=None,
-        description="Variant name ('0.6B-Q8_0', local) or Model Runner tag / served model id "
-        "(model-runner; default 'ai/qwen3-embedding').",
-    )
-    model_path: str | None = Field(default=None, description="A Qwen3-Embedding GGUF (local).")
-    base_url: str | None = Field(
-        default=None, description="Model Runner or llama-server URL (default localhost:12434)."
-    )
-    base_urls: list[str] | None = Field(
-        default=None, description="Several endpoints serving the same model."
-    )
-    api_key: SecretStr | None = Field(
-        default=None, description="Bearer token (default $QWEN3_EMBED_API_KEY).", exclude=True
-    )
     dimensions: int | None = Field(
         default=None, description="Matryoshka size, 32 up to the model's full size."
     )
@@ -83,15 +54,6 @@ class Qwen3Embedding(BaseEmbedding):
     )
     instruction: str | None = Field(
         default=None, description="A complete query prefix used verbatim instead of task."
-    )
-    timeout: float | None = Field(default=None, description="Seconds to wait for an answer.")
-    connect_timeout: float | None = Field(
-        default=None, description="Seconds to wait for a connection (model-runner)."
-    )
-    n_threads: int | None = Field(default=None, description="CPU threads (local).")
-    max_tokens: int | None = Field(default=None, description="Longest text in tokens (local).")
-    truncate: bool | None = Field(
-        default=None, description="Cut texts over max_tokens instead of raising (local)."
     )
     embed_batch_size: int = Field(
         default=64, gt=0, le=2048, description="Texts per backend call (one HTTP request)."
@@ -102,18 +64,14 @@ class Qwen3Embedding(BaseEmbedding):
 
     _embedder: Qwen3Embedder = PrivateAttr()
 
-    @field_validator("model_path", mode="before")
-    @classmethod
-    def _path_as_text(cls, value: object) -> object:  # accept pathlib paths, dump as text
-        return os.fspath(value) if isinstance(value, os.PathLike) else value
-
     @model_validator(mode="after")
     def _build_embedder(self) -> Qwen3Embedding:
-        self._embedder = embedder_for(
-            self, explicit=self.model_fields_set, embedder=self.embedder,
-            batch_size=self.embed_batch_size,
+        self._embedder = embedder_from_fields(
+            self._values(),
+            explicit=self.model_fields_set, embedder=self.embedder,
+            defaults={"batch_size": self.embed_batch_size},
         )
-        if self._embedder.backend.name in BACKENDS:  # show what was inferred
+        if self.embedder is None:  # show what was inferred
             self.backend = self._embedder.backend.name  # type: ignore[assignment]
         self.model_name = self._embedder.model_name
         return self

@@ -1,12 +1,14 @@
 """Qwen3-Embedding for Qdrant: collections that know their model, re-runnable ingestion.
 
 >>> from qdrant_client import QdrantClient
->>> from qwen3_embed_core import Qwen3Embedder
+>>> from qwen3_embed_core import Qwen3Embedder, Qwen3Reranker
 >>> from qwen3_embed_qdrant import ensure_collection, ingest, search
 >>> client = QdrantClient(path="./db")          # or QdrantClient(url="http://host:6333")
 >>> emb = Qwen3Embedder.local("Qwen3-Embedding-0.6B-Q8_0.gguf")
 >>> report = ingest(client, "docs", emb, ["Paris is the capital of France."])
 >>> hits = search(client, "docs", emb, "capital of France?", limit=5)
+>>> rr = Qwen3Reranker.local("Qwen3-Reranker-0.6B-Q8_0.gguf")      # two-stage retrieval:
+>>> hits = search(client, "docs", emb, "capital of France?", limit=5, rerank=rr, candidates=50)
 
 The collection records the model, dimensions and instructions in Qdrant's
 collection metadata (``CollectionInfo.config.metadata["qwen3_embed"]``):
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qwen3_embed_core import (
     ConfigurationError,
@@ -30,9 +32,20 @@ from qwen3_embed_core import (
     ServerError,
     ServerUnavailableError,
 )
-from qwen3_embed_core._errors import missing_dependency
-from qwen3_embed_core._records import BatchCallback, OnError, Record, run_ingest
-from qwen3_embed_core._spec import check_record, embedder_record
+from qwen3_embed_core.adapters import (
+    BatchCallback,
+    OnError,
+    Record,
+    check_record,
+    embedder_record,
+    missing_dependency,
+    rerank_candidates,
+    rerank_hits,
+    run_ingest,
+)
+
+if TYPE_CHECKING:
+    from qwen3_embed_core import Qwen3Reranker
 
 try:
     from qdrant_client import QdrantClient, models
@@ -40,7 +53,10 @@ try:
 except ImportError as exc:  # pragma: no cover - the qdrant extra is missing
     raise missing_dependency("qdrant-client", "qdrant", exc) from exc
 
-__all__ = ["METADATA_KEY", "check_collection", "ensure_collection", "ingest", "search"]
+__all__ = [
+    "METADATA_KEY", "check_collection", "collection_record", "ensure_collection", "ingest",
+    "ingest_steps", "search", "store_errors",
+]
 
 # Collection-metadata key of our record; the payload keys of every point.
 METADATA_KEY = "qwen3_embed"
@@ -54,7 +70,7 @@ def _where(client: QdrantClient) -> str:
 
 
 @contextlib.contextmanager
-def _errors(client: QdrantClient) -> Iterator[None]:
+def store_errors(client: QdrantClient) -> Iterator[None]:
     """Turn transport failures into the core's errors, naming the server."""
     try:
         yield
@@ -71,9 +87,20 @@ def _errors(client: QdrantClient) -> Iterator[None]:
 
 
 def _record(client: QdrantClient, name: str) -> tuple[Any, dict[str, Any] | None]:
+    """(collection info, our record or None) of an existing collection."""
     info = client.get_collection(name)
     meta = info.config.metadata or {}
     return info, meta.get(METADATA_KEY)
+
+
+def collection_record(client: QdrantClient, name: str) -> dict[str, Any] | None:
+    """The qwen3-embed record of collection ``name``: None if there is no such collection,
+    ``{}`` if it exists without one. ``record["embedder"]``, when present, is the
+    ``EmbedderSpec`` config that rebuilds the embedder that made its vectors."""
+    with store_errors(client):
+        if not client.collection_exists(name):
+            return None
+        return _record(client, name)[1] or {}
 
 
 def _check_vectors(info: Any, name: str, dimensions: int) -> None:
@@ -97,20 +124,31 @@ def _check_vectors(info: Any, name: str, dimensions: int) -> None:
 
 
 def ensure_collection(
-    client: QdrantClient, name: str, embedder: Qwen3Embedder, *, spec: EmbedderSpec | None = None
+    client: QdrantClient,
+    name: str,
+    embedder: Qwen3Embedder | None,
+    *,
+    spec: EmbedderSpec | None = None,
+    record: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Create ``name`` for ``embedder``'s vectors, or check that an existing one fits them.
 
     New: ``VectorParams(size=dimensions, distance=COSINE)`` and a record of
     model, dimensions and instructions in the collection metadata (plus
-    ``spec``, how to rebuild the embedder, when given). Existing: size,
+    ``spec``, how to rebuild the embedder: by default the spec the embedder
+    was built from, when it was). Existing: size,
     distance and record must match, else :class:`ConfigurationError`; an
     empty collection without a record is adopted. Returns the record.
+    ``record``: the vectors' facts (``embedder_record``) when the embedder
+    lives elsewhere (a Ray driver); ``embedder`` is None then.
     """
-    current = embedder_record(embedder)
+    if record is None and embedder is None:
+        raise ConfigurationError("ensure_collection needs the embedder or its record")
+    current = record if record is not None else embedder_record(embedder)  # type: ignore[arg-type]
+    spec = spec if spec is not None else getattr(embedder, "spec", None)
     # What a new or adopted collection records: the vectors' facts, and how to rebuild.
     new_record = {**current, **({"embedder": spec.to_config()} if spec else {})}
-    with _errors(client):
+    with store_errors(client):
         if not client.collection_exists(name):
             client.create_collection(
                 name,
@@ -142,7 +180,7 @@ def ensure_collection(
 
 def check_collection(client: QdrantClient, name: str, embedder: Qwen3Embedder) -> dict[str, Any]:
     """Like :func:`ensure_collection` but never creates or changes anything."""
-    with _errors(client):
+    with store_errors(client):
         if not client.collection_exists(name):
             raise ConfigurationError(f"{_where(client)} has no collection {name!r}")
         info, record = _record(client, name)
@@ -171,19 +209,37 @@ def ingest(
 ) -> IngestReport:
     """Embed and write ``records``, creating the collection if needed; safe to re-run.
 
-    ``records``: any iterable (read lazily, ``batch_size`` at a time) of
-    ``str`` or ``{"id"?, "text", "metadata"?}``. Point ids are ``uuid5`` of
-    the record's id, else of its text. Per batch, stored points are looked
-    up by id first: unchanged ones are skipped without embedding, edited
-    text is re-embedded, edited metadata rewritten. ``on_error``: ``"skip"``
-    reports bad records in ``report.bad`` and goes on, ``"raise"`` stops at
-    the first. ``progress``: a tqdm bar (the ``cli`` extra). ``on_batch``:
-    called with the running report after each batch is written.
+    Point ids are ``uuid5`` of the record's id, else of its text. Per batch,
+    stored points are looked up by id first: unchanged ones are skipped
+    without embedding, edited text is re-embedded, edited metadata rewritten.
+
+    Args:
+        client: an embedded (``path=``) or server (``url=``) Qdrant client.
+        name: the collection.
+        embedder: makes the document vectors.
+        records: any iterable (read lazily) of ``str`` or ``{"id"?, "text", "metadata"?}``.
+        batch_size: records embedded and written at a time.
+        on_error: ``"skip"`` reports bad records in ``report.bad`` and goes on;
+            ``"raise"`` stops at the first.
+        progress: show a tqdm bar (the ``cli`` extra).
+        on_batch: called with the running report after each batch is written.
+        spec: how to rebuild the embedder, recorded in a new collection
+            (default: the spec the embedder was built from, if any).
     """
     ensure_collection(client, name, embedder, spec=spec)
+    return run_ingest(
+        records, embed=embedder.embed_documents, **ingest_steps(client, name),
+        batch_size=batch_size, on_error=on_error, progress=progress, on_batch=on_batch,
+    )
+
+
+def ingest_steps(client: QdrantClient, name: str) -> dict[str, Any]:
+    """The store's side of ``run_ingest`` for collection ``name``: its ``lookup``,
+    ``labels``, ``write`` and ``relabel`` keyword arguments. :func:`ingest` and
+    ``qwen3_embed_ray`` (whose vectors are made elsewhere) both write through these."""
 
     def lookup(batch: list[Record]) -> dict[str, tuple[object, object]]:
-        with _errors(client):
+        with store_errors(client):
             found = client.retrieve(name, ids=[r.id for r in batch],
                                     with_payload=[HASH, METADATA, RECORD_ID], with_vectors=False)
         return {str(p.id): ((p.payload or {}).get(HASH), _labels(p.payload or {})) for p in found}
@@ -191,20 +247,17 @@ def ingest(
     def write(recs: list[Record], vectors: Any) -> None:
         points = [models.PointStruct(id=r.id, vector=v.tolist(), payload=_payload(r))
                   for r, v in zip(recs, vectors, strict=True)]
-        with _errors(client):
+        with store_errors(client):
             client.upsert(name, points=points, wait=True)
 
     def relabel(recs: list[Record]) -> None:
         ops = [models.SetPayloadOperation(set_payload=models.SetPayload(
             payload={METADATA: r.metadata, RECORD_ID: r.record_id}, points=[r.id])) for r in recs]
-        with _errors(client):
+        with store_errors(client):
             client.batch_update_points(name, ops)
 
-    return run_ingest(
-        records, embed=embedder.embed_documents, lookup=lookup,
-        labels=lambda r: _labels(_payload(r)), write=write, relabel=relabel,
-        batch_size=batch_size, on_error=on_error, progress=progress, on_batch=on_batch,
-    )
+    return {"lookup": lookup, "labels": lambda r: _labels(_payload(r)), "write": write,
+            "relabel": relabel}
 
 
 def _labels(payload: dict[str, Any]) -> tuple[object, object]:
@@ -222,20 +275,30 @@ def search(
     query: str,
     limit: int = 5,
     query_filter: models.Filter | None = None,
+    *,
+    rerank: Qwen3Reranker | None = None,
+    candidates: int | None = None,
 ) -> list[Hit]:
     """The ``limit`` nearest points to ``query`` (embedded with the instruction), best first.
 
     ``query_filter``: a ``qdrant_client.models.Filter`` on the payload, e.g.
     ``Filter(must=[FieldCondition(key="metadata.lang", match=MatchValue(value="en"))])``.
     ``Hit.score`` is the cosine similarity.
+
+    Two-stage retrieval with ``rerank=`` (a ``Qwen3Reranker``): the
+    ``candidates`` nearest points (default ``max(4 * limit, 20)``) are
+    reranked against the bare query and the ``limit`` most relevant are
+    returned; ``Hit.score`` is then the relevance score P(yes) in [0, 1] and
+    ``Hit.vector_score`` the cosine.
     """
+    fetch = rerank_candidates(limit, rerank, candidates)
     check_collection(client, name, embedder)
     vector = embedder.embed_query(query)
-    with _errors(client):
+    with store_errors(client):
         result = client.query_points(
-            name, query=vector.tolist(), limit=limit, query_filter=query_filter, with_payload=True
+            name, query=vector.tolist(), limit=fetch, query_filter=query_filter, with_payload=True
         )
-    return [
+    hits = [
         Hit(
             id=str(p.id), score=float(p.score), text=(p.payload or {}).get(TEXT, ""),
             metadata=(p.payload or {}).get(METADATA) or {},
@@ -243,3 +306,4 @@ def search(
         )
         for p in result.points
     ]
+    return hits if rerank is None else rerank_hits(rerank, query, hits, limit)
