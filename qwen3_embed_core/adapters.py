@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ._embedder import Qwen3Embedder
 from ._errors import ConfigurationError, missing_dependency
@@ -45,6 +45,7 @@ from ._records import (
     prepare_record,
     run_ingest,
 )
+from ._reranker import Qwen3Reranker
 from ._spec import (
     EmbedderSpec,
     RerankerSpec,
@@ -53,9 +54,6 @@ from ._spec import (
     spec_record,
     vector_record,
 )
-
-if TYPE_CHECKING:
-    from ._reranker import Qwen3Reranker
 
 __all__ = [
     "API_KEY_ENV",
@@ -189,9 +187,9 @@ def reranker_from_fields(
     values: Mapping[str, Any],
     *,
     explicit: Collection[str],
-    reranker: Any = None,
+    reranker: Qwen3Reranker | None = None,
     defaults: Mapping[str, Any] | None = None,
-) -> Any:
+) -> Qwen3Reranker:
     """The ``Qwen3Reranker`` an adapter's fields describe, or the shared ``reranker``.
 
     Args:
@@ -201,10 +199,12 @@ def reranker_from_fields(
         reranker: a reranker to share instead of building one.
         defaults: options applied only when the inferred backend takes them.
     """
-    return model_from_fields(
+    _, built = model_from_fields(
         RerankerSpec, values, explicit=explicit, shared=reranker, shared_name="reranker",
         defaults=defaults,
-    )[1]
+    )
+    assert isinstance(built, Qwen3Reranker)
+    return built
 
 
 # -- reranked search: candidates by vector, the best of them by the reranker ----------
