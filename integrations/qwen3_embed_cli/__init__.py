@@ -451,8 +451,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         model = f"{emb.model_name} ({emb.dimensions} dimensions)"
     finally:
         store.close()
-    print(f"ingested into {uri} with {model}: "
-          f"{report.summary().replace(' records:', ' chunks:', 1)}")
+    return _report(f"ingested into {uri} with {model}", report, problems)
+
+
+def _report(done: str, report: IngestReport, problems: list[str]) -> int:
+    """Print what an ingestion did (counted in chunks) and every input it skipped."""
+    print(f"{done}: {report.summary().replace(' records:', ' chunks:', 1)}")
     if problems or report.bad:
         print(f"{len(problems) + len(report.bad)} inputs skipped:")
         for line in [*problems, *map(str, report.bad)]:
@@ -495,13 +499,7 @@ def _ingest_on_ray(args: argparse.Namespace, uri: StoreURI, spec: EmbedderSpec |
     finally:
         if started:
             ray.shutdown()
-    print(f"ingested into {uri} on Ray ({args.actors} actors): "
-          f"{report.summary().replace(' records:', ' chunks:', 1)}")
-    if problems or report.bad:
-        print(f"{len(problems) + len(report.bad)} inputs skipped:")
-        for line in [*problems, *map(str, report.bad)]:
-            print(f"  {line}")
-    return 0
+    return _report(f"ingested into {uri} on Ray ({args.actors} actors)", report, problems)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
