@@ -572,17 +572,9 @@ def cmd_rerank(args: argparse.Namespace) -> int:
 # -- argument parsing --------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    backend = argparse.ArgumentParser(add_help=False)
-    group = backend.add_argument_group(
-        "model (shared by every command)",
-        f"--model names the model: a GGUF path or a variant (0.6B-Q8_0) runs in-process with "
-        f"llama.cpp; a Model Runner tag (ai/qwen3-embedding:0.6B-F16) or --base-url asks a "
-        f"server. --backend overrides that choice. Without a model: ${MODEL_ENV}, else "
-        f"(ingest/search) the model the store records.")
-    group.add_argument("--model", metavar="MODEL",
-                       help="GGUF path, variant name (0.6B-Q8_0, 4B-Q4_K_M...) or Model Runner "
-                            "tag / served model name (default ai/qwen3-embedding on a server)")
+def _model_arguments(group: Any, model_help: str) -> None:
+    """The options that name a model and where it runs (the core's one rule), on ``group``."""
+    group.add_argument("--model", metavar="MODEL", help=model_help)
     group.add_argument("--model-path", metavar="MODEL", help="alias of --model")
     group.add_argument("--backend", choices=("local", "model-runner"),
                        help="where the model runs (default: inferred from --model/--base-url)")
@@ -591,6 +583,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "repeat for replicas")
     group.add_argument("--api-key-env", metavar="VAR",
                        help="environment variable holding the server's API key")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    backend = argparse.ArgumentParser(add_help=False)
+    group = backend.add_argument_group(
+        "model (shared by every command)",
+        f"--model names the model: a GGUF path or a variant (0.6B-Q8_0) runs in-process with "
+        f"llama.cpp; a Model Runner tag (ai/qwen3-embedding:0.6B-F16) or --base-url asks a "
+        f"server. --backend overrides that choice. Without a model: ${MODEL_ENV}, else "
+        f"(ingest/search) the model the store records.")
+    _model_arguments(group, "GGUF path, variant name (0.6B-Q8_0, 4B-Q4_K_M...) or Model "
+                            "Runner tag / served model name (default ai/qwen3-embedding on a "
+                            "server)")
     group.add_argument("--dimensions", type=int, metavar="D",
                        help="MRL size: keep the first D dimensions (32 to the model's full size)")
     group.add_argument("--task", metavar="T",
@@ -698,15 +703,7 @@ def _rerank_parent() -> argparse.ArgumentParser:
         "reranker", f"--model names a Qwen3-Reranker: a GGUF path runs in-process; "
         f"a Model Runner tag (ai/qwen3-reranker:0.6B) or --base-url asks a server (Model Runner, "
         f"or llama-server --reranking). Without one: ${RERANK_MODEL_ENV}.")
-    group.add_argument("--model", metavar="MODEL", help="GGUF path or Model Runner tag")
-    group.add_argument("--model-path", metavar="MODEL", help="alias of --model")
-    group.add_argument("--backend", choices=("local", "model-runner"),
-                       help="where the model runs (default: inferred from --model/--base-url)")
-    group.add_argument("--base-url", metavar="URL", action="append",
-                       help="server URL (default Model Runner's http://localhost:12434); "
-                            "repeat for replicas")
-    group.add_argument("--api-key-env", metavar="VAR",
-                       help="environment variable holding the server's API key")
+    _model_arguments(group, "GGUF path or Model Runner tag")
     group.add_argument("--instruction", metavar="I",
                        help="what relevance means (default: the model card's web-search one)")
     group.add_argument("--max-tokens", type=int, metavar="N",
