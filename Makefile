@@ -59,7 +59,7 @@ bench-quick: $(BENCH_STAMP) llama-server
 	status=0; \
 	$(BIN)/python benchmarks/throughput.py --quick || status=1; \
 	$(BIN)/python benchmarks/rerank.py --docs 12 --parallel 1 || status=1; \
-	$(BIN)/python benchmarks/ray_ingest.py --records 400 || status=1; \
+	$(BIN)/python benchmarks/ray_ingest.py --records 160 || status=1; \
 	exit $$status
 
 clean:

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 # File types of the real-shape model: what the gguf package writes, and what
 # llama-quantize makes from the F16 file (the gguf package cannot write k-quants).
 GGUF_DTYPES = ("F16", "Q8_0")
-QUANTIZER_DTYPES = ("Q4_K_M",)
+QUANTIZER_DTYPES = ("BF16", "Q4_K_M")
 __all__ = ["REAL_0_6B", "corpus", "llama_tool", "mixed_documents", "real_shape_model",
            "short_queries"]
 
@@ -35,8 +35,10 @@ def real_shape_model(dtype: str = "F16") -> Path:
     """Qwen3-Embedding-0.6B's shape with random weights, cached outside the repo.
 
     ``dtype``: ``"F16"`` or ``"Q8_0"`` (written by the gguf package), or
-    ``"Q4_K_M"`` (llama.cpp's ``llama-quantize`` run on the F16 file, as
-    published Q4_K_M files are made).
+    ``"Q4_K_M"`` or ``"BF16"`` (llama.cpp's ``llama-quantize`` run on the F16
+    file, as published Q4_K_M files are made; BF16 rounds the random F16
+    weights, where a BF16 file of the real model holds its published weights
+    unrounded).
     """
     path = cache_dir() / "bench" / f"qwen3-0.6b-shape-{dtype.lower()}.gguf"
     if path.is_file():

@@ -1,6 +1,6 @@
 """Ray Data ingestion against single-process ``ingest``: records/s and memory per actor.
 
-    python benchmarks/ray_ingest.py [--records 2000] [--model real-shape|tiny|PATH]
+    python benchmarks/ray_ingest.py [--records 320] [--model real-shape|tiny|PATH]
                                     [--batch-size 32] [--threads 1]
 
 The same generated stream (benchmarks/ingest.py's records) goes into a fresh
@@ -116,7 +116,7 @@ def resolve(model: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=2000, help="records in the stream")
+    parser.add_argument("--records", type=int, default=320, help="records in the stream")
     parser.add_argument("--model", default="real-shape", help="real-shape, tiny or a GGUF path")
     parser.add_argument("--batch-size", type=int, default=32, help="records per batch")
     parser.add_argument("--threads", type=int, default=1,

@@ -1,4 +1,5 @@
-"""The CPU this process runs on, and whether llama.cpp's weight repacking should be on.
+"""The CPU this process runs on, and the defaults measured per CPU and file type:
+whether llama.cpp's weight repacking should be on, and its flash attention.
 
 llama.cpp can copy quantized weights at load time into "extra buffer types"
 (``llama_model_params.use_extra_bufts``, ``--no-repack`` in its tools): an
@@ -24,17 +25,17 @@ types. It runs only on weights that were NOT repacked ("repack-buffer weights
 hold a repacked layout, let that kernel handle"), so on x86 repacking a
 Q4_K_M file trades the tiled kernel for the older repacked q4_K_8x8 GEMM.
 
-Measured with ``make bench --quick`` (real-shape Qwen3-Embedding-0.6B, random
+Measured with ``make bench`` (real-shape Qwen3-Embedding-0.6B, random
 weights, llama-cpp-python 0.3.36, 2-core AMD EPYC Zen 4: AVX-512 with VNNI
-and BF16, no AMX; other jobs shared the machine, load average 5-7, so read
-the figures against each other), tokens/s with repacking off / on:
+and BF16, no AMX; quiet machine, fastest of 3 runs), tokens/s with
+repacking off / on:
 
-* F16: 28.5 / same kernels (the vectors are bit-identical: nothing is repacked);
-* Q8_0: 29.2 / same kernels (bit-identical vectors);
-* Q4_K_M, mixed documents: 61.2 / 29.9 with 2 threads, 47 / 38 in a
-  back-to-back single-thread A/B; repacking also adds ~200 MB of RSS (a copy);
-* cosine to the float64 reference on the same weights, Q4_K_M: 0.874 off,
-  0.882 on (min over 5 texts); random 28-layer weights amplify the 8-bit
+* F16, BF16 and Q8_0: nothing is repacked on x86 (bit-identical vectors,
+  the same kernels; F16 151.6, BF16 243.1, Q8_0 161.5 on documents);
+* Q4_K_M: 310.2 / 207.2 on mixed documents, 476.1 / 394.9 on short
+  queries; repacking also adds ~200 MB of RSS (a copy);
+* cosine to the float64 reference on the same weights, Q4_K_M: 0.801 off,
+  0.790 on (min over 8 texts); random 28-layer weights amplify the 8-bit
   activation rounding of both kernels alike, so neither is less exact.
 
 The decision: off on every x86 CPU (with AMX because of the crash, without
@@ -220,3 +221,31 @@ def repack_is_worth_it(file_type: int | None, cpu: CpuFeatures | None = None) ->
 def default_repack(path: str | os.PathLike[str]) -> bool:
     """The ``repack`` default for a GGUF file on this machine (header read, no weights)."""
     return repack_is_worth_it(gguf_file_type(path))
+
+
+# File types whose matmuls run on float32 activations: there, flash
+# attention's half-precision accumulation would be the largest error.
+_FULL_PRECISION_FILE_TYPES = frozenset({FTYPE_F32})
+
+
+def flash_attention_is_exact_enough(file_type: int | None) -> bool:
+    """Whether llama.cpp's CPU flash attention loses nothing that matters for this file type.
+
+    The CPU kernel accumulates attention in float16. With F16, BF16 or
+    quantized weights every matmul already rounds activations to 16 bits or
+    fewer, and the accumulation adds nothing visible: on the real-shape 0.6B
+    F16 file, 1 - cosine to the float64 reference was 6.3e-4 with it and
+    7.8e-4 without (344 tokens), 6.4e-4 and 5.6e-4 (5,950 tokens), while it
+    made documents 1.17x and queries 1.13x faster (2-core Zen 4). On an F32
+    file it is the largest error left (cosine 0.99995 instead of 0.9999999
+    on long texts), so it stays off there, and where the type is unknown.
+
+    Args:
+        file_type: the GGUF's ``general.file_type``; None if unknown.
+    """
+    return file_type is not None and file_type not in _FULL_PRECISION_FILE_TYPES
+
+
+def default_flash_attention(path: str | os.PathLike[str]) -> bool:
+    """The ``flash_attention`` default for a GGUF file (header read, no weights)."""
+    return flash_attention_is_exact_enough(gguf_file_type(path))

@@ -195,7 +195,7 @@ class Engine:
         batch_tokens: tokens per decode, the packing budget (default: from the model's shape).
         ubatch_tokens: llama.cpp's physical batch in tokens (default: ``batch_tokens``).
         max_sequences: sequence ids per decode, shared prefixes included.
-        flash_attention: llama.cpp's flash attention; None lets llama.cpp decide.
+        flash_attention: llama.cpp's flash attention.
         n_gpu_layers: layers to offload on a GPU build of llama.cpp.
         repack: let llama.cpp repack quantized weights for its extra CPU kernels.
         share_prefixes: decode token prefixes that sequences share once.
@@ -211,7 +211,7 @@ class Engine:
         batch_tokens: int | None = None,
         ubatch_tokens: int | None = None,
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
-        flash_attention: bool | None = False,
+        flash_attention: bool = False,
         n_gpu_layers: int = 0,
         repack: bool = False,
         share_prefixes: bool = True,
@@ -232,9 +232,8 @@ class Engine:
         self.share_prefixes = share_prefixes
         self.kv_f32 = kv_f32
         self.stats = EngineStats()
-        if flash_attention is None:
-            self._flash = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO
-        elif flash_attention:
+        self.flash_attention = flash_attention
+        if flash_attention:
             self._flash = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         else:
             self._flash = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED

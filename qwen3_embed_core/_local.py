@@ -42,6 +42,15 @@ def resolve_repack(path: str | os.PathLike[str], repack: bool | None) -> bool:
     return default_repack(path)
 
 
+def resolve_flash_attention(path: str | os.PathLike[str], flash_attention: bool | None) -> bool:
+    """``flash_attention`` as given, or (None) the measured default for this file type."""
+    if flash_attention is not None:
+        return flash_attention
+    from ._cpu import default_flash_attention
+
+    return default_flash_attention(path)
+
+
 class LocalBackend:
     """Embeds already-formatted texts with a GGUF file in this process.
 
@@ -56,7 +65,8 @@ class LocalBackend:
         batch_tokens: tokens per llama.cpp decode, the packing budget (default: from the shape).
         ubatch_tokens: llama.cpp's physical batch in tokens (default: batch_tokens).
         max_sequences: texts per decode.
-        flash_attention: llama.cpp's CPU flash attention (off: it accumulates in half precision).
+        flash_attention: llama.cpp's CPU flash attention; None: on for F16, BF16 and quantized
+            files (as exact there, and faster), off for F32 files (_cpu.py).
         n_gpu_layers: layers to offload on a GPU build of llama.cpp.
         repack: llama.cpp's weight repacking; None: the measured default for the file and CPU.
         share_prefixes: decode token prefixes that texts share (a query instruction) once.
@@ -75,7 +85,7 @@ class LocalBackend:
         batch_tokens: int | None = None,
         ubatch_tokens: int | None = None,
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
-        flash_attention: bool | None = False,
+        flash_attention: bool | None = None,
         n_gpu_layers: int = 0,
         repack: bool | None = None,
         share_prefixes: bool = True,
@@ -89,7 +99,7 @@ class LocalBackend:
             batch_tokens=batch_tokens,
             ubatch_tokens=ubatch_tokens,
             max_sequences=max_sequences,
-            flash_attention=flash_attention,
+            flash_attention=resolve_flash_attention(self.path, flash_attention),
             n_gpu_layers=n_gpu_layers,
             repack=resolve_repack(self.path, repack),
             share_prefixes=share_prefixes,
@@ -101,6 +111,7 @@ class LocalBackend:
         self.batch_tokens = engine.batch_tokens
         self.ubatch_tokens = engine.ubatch_tokens
         self.share_prefixes = share_prefixes
+        self.flash_attention = engine.flash_attention
         self.truncate = truncate
         self.eos_id = engine.eos_id
         self.full_dimensions = engine.n_embd

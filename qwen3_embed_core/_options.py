@@ -72,7 +72,8 @@ class LocalOptions(TypedDict, total=False):
     share_prefixes: bool
     """Decode token prefixes shared by texts of one pack once (default True; exact)."""
     flash_attention: bool | None
-    """llama.cpp's CPU flash attention (default False: it accumulates in half precision)."""
+    """llama.cpp's CPU flash attention (None, the default: for embeddings, on for F16, BF16 and
+    quantized files, where it is as exact and faster, off for F32; off for the reranker)."""
     n_gpu_layers: int
     """Layers to offload on a GPU build of llama.cpp (default 0)."""
     repack: bool | None
@@ -175,7 +176,12 @@ def _matches(value: object, hint: object) -> bool:
 
 
 def check_options(backend: BackendName, options: Mapping[str, object]) -> dict[str, object]:
-    """Refuse options ``backend`` does not take, or of the wrong type; return them as a dict."""
+    """Refuse options ``backend`` does not take, or of the wrong type; return them as a dict.
+
+    An option given as None is left out: None means "the default" for every
+    option (``n_threads=args.threads`` with no ``--threads`` given), as the
+    backends' own keyword defaults do.
+    """
     allowed = option_names(backend)
     hints = typing.get_type_hints(OPTIONS[backend])
     wrong = sorted(k for k in options if k not in allowed)
@@ -194,6 +200,8 @@ def check_options(backend: BackendName, options: Mapping[str, object]) -> dict[s
         )
     out: dict[str, object] = {}
     for key, value in options.items():
+        if value is None:
+            continue
         if isinstance(value, os.PathLike):
             value = os.fspath(value)
         if not _matches(value, hints[key]):

@@ -1,4 +1,5 @@
-"""CPU detection and the repack default: /proc/cpuinfo parsing, the GGUF header read, the decision."""
+"""CPU detection and the defaults measured per CPU and file type (repacking, flash attention):
+/proc/cpuinfo parsing, the GGUF header read, the decisions."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from pathlib import Path
 import gguf
 import pytest
 
+from qwen3_embed_core import Qwen3Embedder
 from qwen3_embed_core._cpu import (
+    FTYPE_BF16,
     FTYPE_F16,
+    FTYPE_F32,
     FTYPE_Q4_K_M,
     FTYPE_Q8_0,
     cpu_features,
+    default_flash_attention,
     default_repack,
+    flash_attention_is_exact_enough,
     gguf_file_type,
     parse_cpuinfo,
     repack_is_worth_it,
@@ -75,6 +81,7 @@ def test_gguf_file_type_matches_the_gguf_package(tmp_path: Path, dtype: str) -> 
     expected = int(gguf.GGUFReader(str(path)).fields["general.file_type"].contents())
     assert gguf_file_type(path) == expected
     assert default_repack(path) == repack_is_worth_it(expected, cpu_features())
+    assert default_flash_attention(path) is (dtype != "F32")
 
 
 def test_gguf_file_type_of_other_files(tmp_path: Path) -> None:
@@ -87,3 +94,25 @@ def test_gguf_file_type_of_other_files(tmp_path: Path) -> None:
     assert gguf_file_type(truncated) is None
     assert gguf_file_type(tmp_path / "missing.gguf") is None
     assert default_repack(not_gguf) is False or not cpu_features().x86
+    assert default_flash_attention(not_gguf) is False
+
+
+def test_flash_attention_only_where_activations_are_already_half_precision() -> None:
+    # F16, BF16 and quantized weights round every matmul's activations to 16
+    # bits or fewer; an F32 file computes in float32, where flash attention's
+    # float16 accumulation would be the largest error. Unknown: off.
+    for ftype in (FTYPE_F16, FTYPE_BF16, FTYPE_Q8_0, FTYPE_Q4_K_M):
+        assert flash_attention_is_exact_enough(ftype) is True
+    assert flash_attention_is_exact_enough(FTYPE_F32) is False
+    assert flash_attention_is_exact_enough(None) is False
+
+
+@pytest.mark.parametrize(("dtype", "option", "expected"), [
+    ("F16", None, True), ("F32", None, False), ("F16", False, False), ("F32", True, True),
+])
+def test_the_embedder_turns_flash_attention_on_by_file_type(
+    tmp_path: Path, dtype: str, option: bool | None, expected: bool
+) -> None:
+    path = build_model(tmp_path / f"m-{dtype}.gguf", dtype=dtype)
+    with Qwen3Embedder.local(path, flash_attention=option) as emb:
+        assert emb.backend.flash_attention is expected  # type: ignore[attr-defined]

@@ -86,6 +86,24 @@ def test_a_missing_path_is_named_and_options_keep_their_types(tmp_path):
     assert dict(spec.options) == {"n_threads": 2, "truncate": True}
 
 
+def test_none_means_the_default_for_every_option(tiny_model, tiny_reranker):
+    """``n_threads=args.threads`` with no ``--threads`` given: the backend's default, not an error."""
+    from qwen3_embed_core import Qwen3Embedder, Qwen3Reranker
+    from qwen3_embed_core._engine import physical_cores
+    from qwen3_embed_core._options import check_options
+
+    assert check_options("local", {"n_threads": None, "repack": None, "truncate": True}) == {
+        "truncate": True}
+    assert check_options("model-runner", {"timeout": None}) == {}
+    with Qwen3Embedder.local(tiny_model, n_threads=None, max_tokens=None) as emb:
+        assert emb.backend.n_threads == physical_cores()  # type: ignore[attr-defined]
+        assert emb.backend.max_tokens == emb.backend.context_tokens  # type: ignore[attr-defined]
+    with Qwen3Reranker.local(tiny_reranker, n_threads=None) as rr:
+        assert rr.backend.engine.n_threads == physical_cores()  # type: ignore[attr-defined]
+    spec = EmbedderSpec.from_options(model=str(tiny_model), options={"n_threads": None})
+    assert dict(spec.options) == {}
+
+
 def test_format_1_configs_still_load(tiny_model):
     """Collections written by qwen3-embed 0.1 stored model_path and local options as fields."""
     old = {"backend": "local", "model_path": str(tiny_model), "model": None, "base_urls": [],
