@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ._cpu import default_flash_attention, default_repack
 from ._errors import BackendError, ConfigurationError, missing_dependency
 from ._packing import Plan, default_budget, plan_packs
 
@@ -195,9 +196,11 @@ class Engine:
         batch_tokens: tokens per decode, the packing budget (default: from the model's shape).
         ubatch_tokens: llama.cpp's physical batch in tokens (default: ``batch_tokens``).
         max_sequences: sequence ids per decode, shared prefixes included.
-        flash_attention: llama.cpp's flash attention.
+        flash_attention: llama.cpp's flash attention; None: the measured default for the
+            file type (:func:`._cpu.default_flash_attention`).
         n_gpu_layers: layers to offload on a GPU build of llama.cpp.
-        repack: let llama.cpp repack quantized weights for its extra CPU kernels.
+        repack: let llama.cpp repack quantized weights for its extra CPU kernels; None: the
+            measured default for the file and CPU (:func:`._cpu.default_repack`).
         share_prefixes: decode token prefixes that sequences share once.
         kv_f32: keep the KV cache in float32 instead of llama.cpp's float16.
     """
@@ -211,9 +214,9 @@ class Engine:
         batch_tokens: int | None = None,
         ubatch_tokens: int | None = None,
         max_sequences: int = DEFAULT_MAX_SEQUENCES,
-        flash_attention: bool = False,
+        flash_attention: bool | None = None,
         n_gpu_layers: int = 0,
-        repack: bool = False,
+        repack: bool | None = None,
         share_prefixes: bool = True,
         kv_f32: bool = False,
     ) -> None:
@@ -232,6 +235,8 @@ class Engine:
         self.share_prefixes = share_prefixes
         self.kv_f32 = kv_f32
         self.stats = EngineStats()
+        if flash_attention is None:
+            flash_attention = default_flash_attention(self.path)
         self.flash_attention = flash_attention
         if flash_attention:
             self._flash = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
@@ -241,10 +246,9 @@ class Engine:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers
         # llama.cpp's extra CPU buffer types repack quantized weights for AMX and
-        # friends. On AMX CPUs this version's AMX kernels crash on short inputs
-        # with Q8_0 weights (ggml-org/llama.cpp#20824) and were slower than the
-        # plain kernels in our benchmark, so they are off unless asked for.
-        params.use_extra_bufts = repack
+        # friends: slower or crashing (ggml-org/llama.cpp#20824) on x86 in our
+        # measurements, llama.cpp's fast path elsewhere; _cpu.py decides by default.
+        params.use_extra_bufts = default_repack(self.path) if repack is None else repack
         _recent_errors.clear()
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:

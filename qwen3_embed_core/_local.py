@@ -33,24 +33,6 @@ from ._qwen3 import POOLING_LAST
 logger = logging.getLogger("qwen3_embed_core.local")
 
 
-def resolve_repack(path: str | os.PathLike[str], repack: bool | None) -> bool:
-    """``repack`` as given, or (None) the measured default for this file on this CPU."""
-    if repack is not None:
-        return repack
-    from ._cpu import default_repack
-
-    return default_repack(path)
-
-
-def resolve_flash_attention(path: str | os.PathLike[str], flash_attention: bool | None) -> bool:
-    """``flash_attention`` as given, or (None) the measured default for this file type."""
-    if flash_attention is not None:
-        return flash_attention
-    from ._cpu import default_flash_attention
-
-    return default_flash_attention(path)
-
-
 class LocalBackend:
     """Embeds already-formatted texts with a GGUF file in this process.
 
@@ -99,9 +81,9 @@ class LocalBackend:
             batch_tokens=batch_tokens,
             ubatch_tokens=ubatch_tokens,
             max_sequences=max_sequences,
-            flash_attention=resolve_flash_attention(self.path, flash_attention),
+            flash_attention=flash_attention,
             n_gpu_layers=n_gpu_layers,
-            repack=resolve_repack(self.path, repack),
+            repack=repack,
             share_prefixes=share_prefixes,
         )
         engine = self.engine

@@ -39,7 +39,6 @@ import numpy as np
 from ._engine import DEFAULT_MAX_SEQUENCES, Engine, Output
 from ._errors import BackendError, ConfigurationError, TextTooLongError
 from ._gguf import read_header
-from ._local import resolve_repack
 from ._packing import common_prefix
 from ._qwen3 import (
     EMBEDDING_POOLING_TYPES,
@@ -169,7 +168,7 @@ class LocalRerankBackend:
             # (float32 KV cache, below), and no exactness was measured with it.
             flash_attention=bool(flash_attention),
             n_gpu_layers=n_gpu_layers,
-            repack=resolve_repack(path, repack),
+            repack=repack,
             share_prefixes=share_prefixes,
             # llama.cpp's default float16 KV cache moves P(yes) by up to ~1e-3 on
             # the test models (measured against the float64 reference); float32
