@@ -301,7 +301,7 @@ def local_section(plan: Plan) -> tuple[list[str], dict[str, bool]]:
                              run_worker("ours", name, path, f"n={n}", repeat, *extra,
                                         *ours_args(repack)))
             if name == "queries":
-                runs[f"today-{dtype}"] = (f"qwen3-embed, {dtype}, before (no shared prefixes, "
+                runs[f"before-{dtype}"] = (f"qwen3-embed, {dtype}, before (no shared prefixes, "
                                           "no flash attn.)",
                                           run_worker("ours", name, path, f"n={n}", repeat,
                                                      *ours_args(False, before=True)))
@@ -350,10 +350,10 @@ def targets_section(results: dict[str, dict[str, dict]], targets: dict[str, bool
           TARGET_PEAK_FRACTION, "")
     q = results["queries"]
     for dtype in FILES:
-        today = q[f"today-{dtype}"]
+        before = q[f"before-{dtype}"]
         check(f"queries, {dtype}: ours / before (no shared prefixes, no flash attention)"
               + ("" if has_prefixes else " [shared prefixes missing]"),
-              tps(q[f"ours-{dtype}"]) / tps(today), TARGET_PREFIX)
+              tps(q[f"ours-{dtype}"]) / tps(before), TARGET_PREFIX)
     for name, target in (("docs", TARGET_PEER_DOCS), ("queries", TARGET_PEER_QUERIES)):
         r = results[name]
         best_peer = max(tps(r["transformers"]), tps(r["onnx"]))
