@@ -12,7 +12,7 @@ from typing_extensions import Unpack
 
 from ._errors import BackendError, ConfigurationError
 from ._inputs import Instruction, TaskLike, check_text, check_texts, resolve_instruction
-from ._options import LocalOptions, ModelRunnerOptions, check_options
+from ._options import LocalOptions, ModelRunnerOptions, resolve_options
 from ._qwen3 import MIN_DIMENSIONS, MODEL_RUNNER_MODEL, dimensions_for_model, lookup_variant
 
 if TYPE_CHECKING:
@@ -99,6 +99,8 @@ class Qwen3Embedder:
     ) -> None:
         self._backend = backend
         self._instruction = resolve_instruction(task, instruction)
+        self._roomy: set[str] = set()  # prefixes known to leave room for text (_check_room)
+        self._check_room(self._instruction, "task or instruction")
         self._dimensions = check_dimensions(dimensions, self.full_dimensions, backend.model_name)
         # The spec this embedder was built from, when it was (EmbedderSpec.build sets it):
         # stores record it so a collection can rebuild its embedder.
@@ -135,16 +137,17 @@ class Qwen3Embedder:
         known = lookup_variant(model) if isinstance(model, str) else None
         if known is not None:
             check_dimensions(dimensions, known.dimensions, known.name)
-        tuning = dict(check_options("local", options))
+        # Every local option, checked against its declaration, at its value or its default.
+        tuning = resolve_options("local", options, "embedder")
         path, variant = resolve_model(
             model,
-            download=bool(tuning.pop("download", True)),
-            cache_dir=typing.cast("str | None", tuning.pop("cache_dir", None)),
+            download=bool(tuning.pop("download")),
+            cache_dir=typing.cast("str | None", tuning.pop("cache_dir")),
         )
         backend = _local.LocalBackend(
             path,
             model_name=f"Qwen3-Embedding-{variant.name}" if variant else None,
-            **tuning,  # type: ignore[arg-type]  # checked against LocalOptions above
+            **tuning,
         )
         try:
             return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
@@ -187,8 +190,10 @@ class Qwen3Embedder:
         """
         from ._http import ModelRunnerBackend
 
+        resolve_instruction(task, instruction)
+        settings = resolve_options("model-runner", options, "embedder")
         backend = ModelRunnerBackend(
-            model, base_url=base_url, base_urls=base_urls, api_key=api_key, **options
+            model, base_url=base_url, base_urls=base_urls, api_key=api_key, **settings
         )
         try:
             return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
@@ -232,7 +237,33 @@ class Qwen3Embedder:
         return self._instruction
 
     def _prompts(self, task: TaskLike | None) -> Instruction:
-        return self._instruction if task is None else resolve_instruction(task)
+        if task is None:
+            return self._instruction
+        prompts = resolve_instruction(task)
+        self._check_room(prompts, "task in this call")
+        return prompts
+
+    def _check_room(self, prompts: Instruction, what: str) -> None:
+        """Refuse a token limit that cannot hold an instruction plus one token and EOS.
+
+        Such a limit would make every query the same cut instruction (with
+        ``truncate=True``) or fail every one; said now, not once per text.
+        """
+        limit = getattr(self._backend, "max_tokens", None)
+        if not isinstance(limit, int):
+            return  # a backend without a token limit (HTTP: the server's own)
+        sides = (("query", prompts.query_prefix), ("document", prompts.document_prefix))
+        for side, prefix in sides:
+            if not prefix or prefix in self._roomy:
+                continue
+            needed = self._backend.count_tokens(prefix) + 1  # its tokens, EOS, one of text
+            if needed > limit:
+                raise ConfigurationError(
+                    f"max_tokens={limit} cannot hold the {side} instruction ({needed - 1} "
+                    f"tokens with EOS) and one token of text; raise max_tokens to at least "
+                    f"{needed}, or use a shorter {what}"
+                )
+            self._roomy.add(prefix)
 
     def format_query(self, text: str, *, task: TaskLike | None = None) -> str:
         """The exact string the model sees for a query."""

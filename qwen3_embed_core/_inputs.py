@@ -26,10 +26,36 @@ class Instruction:
     task: str | None = None
 
     def query(self, text: str) -> str:
-        return self.query_prefix + text
+        return _joined(self.query_prefix, text)
 
     def document(self, text: str) -> str:
-        return self.document_prefix + text
+        return _joined(self.document_prefix, text)
+
+
+def _joined(prefix: str, text: str) -> str:
+    # Qwen3's tokenizer normalises the whole input: a text that starts with a
+    # combining mark composes with the prefix's last character.
+    if not prefix:
+        return text
+    return unicodedata.normalize(UNICODE_NORMALIZATION, prefix + text)
+
+
+def _instruction_text(name: str, text: str) -> str:
+    """``text`` (a task or an instruction) checked and NFC-normalised, as the model reads it."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise ConfigurationError(
+            f"{name}= contains a NUL byte at character {nul}; remove it (llama.cpp would "
+            "silently drop everything after it)"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigurationError(
+            f"{name}= contains a lone surrogate {text[exc.start]!r} at character {exc.start}, "
+            "which is not valid Unicode; fix the text"
+        ) from None
+    return unicodedata.normalize(UNICODE_NORMALIZATION, text)
 
 
 def task_prefix(description: str) -> str:
@@ -52,7 +78,7 @@ def resolve_instruction(
             raise ConfigurationError("pass either task= or instruction=, not both")
         if not isinstance(instruction, str) or not instruction.strip():
             raise ConfigurationError("instruction= must be a non-empty string (a query prefix)")
-        return Instruction(query_prefix=instruction)
+        return Instruction(query_prefix=_instruction_text("instruction", instruction))
     if task is None:
         task = TASKS[DEFAULT_TASK_NAME]
     elif isinstance(task, str):
@@ -65,11 +91,16 @@ def resolve_instruction(
         raise ConfigurationError(
             f"task= must be a preset name, a task description or a Task, not {type(task).__name__}"
         )
-    prefix = task_prefix(task.description)
+    if not isinstance(task.description, str) or not task.description.strip():
+        raise ConfigurationError("a Task's description must be a non-empty string")
+    if not isinstance(task.symmetric, bool):
+        raise ConfigurationError(f"Task.symmetric must be True or False, not {task.symmetric!r}")
+    description = _instruction_text("task", task.description)
+    prefix = task_prefix(description)
     return Instruction(
         query_prefix=prefix,
         document_prefix=prefix if task.symmetric else "",
-        task=task.description,
+        task=description,
     )
 
 

@@ -31,6 +31,8 @@ mean the same thing everywhere:
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 import re
 import types
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal, TypedDict, TypeVar
 
 from ._errors import ConfigurationError, ModelNotFoundError
-from ._qwen3 import lookup_variant
+from ._qwen3 import MODEL_RUNNER_MAX_BODY_BYTES, lookup_variant
 
 BackendName = Literal["local", "model-runner"]
 BACKENDS: tuple[BackendName, ...] = ("local", "model-runner")
@@ -55,65 +57,280 @@ _PATH_START = ("/", "./", "../", "~", "\\", ".\\", "..\\")
 
 
 class LocalOptions(TypedDict, total=False):
-    """Options of the local (llama.cpp, in-process) backends, embedder and reranker alike."""
+    """Options of the local (llama.cpp, in-process) backends; each is described in
+    :data:`DECLARED` (``describe_option(name)``), with its range and default."""
 
     n_threads: int
-    """CPU threads for llama.cpp (default: the physical cores)."""
     batch_tokens: int
-    """Tokens per llama.cpp decode, the packing budget (default: from the model's shape)."""
     ubatch_tokens: int
-    """llama.cpp's physical batch in tokens (default: batch_tokens)."""
     max_sequences: int
-    """Texts per decode (default 64)."""
     max_tokens: int
-    """Longest accepted text in tokens, EOS included (default: the model's context)."""
     truncate: bool
-    """Cut longer texts (with a warning) instead of raising TextTooLongError (default False)."""
     share_prefixes: bool
-    """Decode token prefixes shared by texts of one pack once (default True; exact)."""
     flash_attention: bool | None
-    """llama.cpp's CPU flash attention (None, the default: for embeddings, on for F16, BF16 and
-    quantized files, where it is as exact and faster, off for F32; off for the reranker)."""
     n_gpu_layers: int
-    """Layers to offload on a GPU build of llama.cpp (default 0)."""
     repack: bool | None
-    """llama.cpp's weight repacking for its AMX/AVX kernels (None, the default: on where it
-    was measured faster and safe for the file type and CPU)."""
     download: bool
-    """Fetch a variant missing from the Hugging Face cache (default True)."""
     cache_dir: str
-    """Hugging Face cache folder (default: the hub's own)."""
 
 
 class ModelRunnerOptions(TypedDict, total=False):
-    """Options of the HTTP backends (Docker Model Runner, llama-server)."""
+    """Options of the HTTP backends (Docker Model Runner, llama-server); each is described
+    in :data:`DECLARED` (``describe_option(name)``), with its range and default."""
 
     timeout: float
-    """Seconds to wait for an answer (default 60)."""
     connect_timeout: float
-    """Seconds to wait for a connection (default 5)."""
     max_retries: int
-    """Further rounds over the endpoints after retryable failures (default 3)."""
     batch_size: int
-    """Texts (or documents) per request (default 64)."""
     max_concurrency: int
-    """Requests in flight per endpoint (default 4)."""
     verify: bool | str
-    """TLS certificate checking: True, False, or a CA bundle path (default True)."""
     max_body_bytes: int
-    """Largest request body in bytes (default 10 MiB, Model Runner's limit)."""
     backoff: float
-    """First retry delay in seconds, doubled each round (default 0.5)."""
     max_backoff: float
-    """Longest retry delay in seconds (default 20)."""
 
 
-OPTIONS: dict[BackendName, type[Any]] = {"local": LocalOptions, "model-runner": ModelRunnerOptions}
+Kind = Literal["embedder", "reranker"]
+KINDS: tuple[Kind, ...] = ("embedder", "reranker")
+
+# Sequences per llama.cpp decode unless max_sequences says otherwise.
+DEFAULT_MAX_SEQUENCES = 64
+# llama.cpp's integer parameters are C int32: a larger Python int would overflow in ctypes.
+INT32_MAX = 2**31 - 1
+# Longest accepted wait in seconds (a week): threading and asyncio overflow on huge
+# timeouts, and nobody waits longer than that for one HTTP answer.
+MAX_SECONDS = 7 * 24 * 3600.0
+# The shortest text the local embedder can hold: one token and EOS.
+MIN_MAX_TOKENS = 2
+# A request body smaller than this cannot hold one text and the JSON around it.
+MIN_BODY_BYTES = 1024
 
 
-def option_names(backend: BackendName) -> frozenset[str]:
-    """The option names ``backend`` takes."""
-    return frozenset(OPTIONS[backend].__annotations__)
+@dataclass(frozen=True)
+class Option:
+    """One backend option: its name, backend, type, range and default, declared once.
+
+    Every way in (the constructors, the specs and stored configs, the adapters'
+    fields, ``--option`` on the command line) validates a value with
+    :meth:`check`; the backends receive the checked value or :attr:`default`.
+
+    Args:
+        name: the keyword.
+        backend: which backend takes it.
+        hint: its type (``int``, ``float``, ``bool``, ``str``, or a union of them).
+        default: the value when not given; None where the backend works it out
+            (the doc says how).
+        doc: what it means, its unit and its default, in one sentence.
+        low: the smallest accepted value (numbers).
+        high: the largest accepted value (numbers).
+        above: True when ``low`` itself is refused (``timeout > 0``).
+        kinds: the model kinds that take it (``download`` is for embedders only).
+    """
+
+    name: str
+    backend: BackendName
+    hint: Any
+    default: object
+    doc: str
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+    kinds: tuple[Kind, ...] = KINDS
+
+    def describe_range(self) -> str:
+        """The accepted values, in words (``"an integer from 1 to 2147483647"``)."""
+        kind = "an integer" if self.hint is int else "a finite number" if self.hint is float \
+            else _hint_words(self.hint)
+        if self.low is None:
+            return kind
+        low = f"> {_num(self.low)}" if self.above else f">= {_num(self.low)}"
+        if self.high is None:
+            return f"{kind} {low}"
+        return f"{kind} {low} and <= {_num(self.high)}"
+
+    def check(self, value: object) -> object:
+        """``value`` checked against the declaration (ints as int, numbers as float).
+
+        None is the default's spelling and is returned as is; anything else of
+        the wrong type or out of range is a :class:`ConfigurationError` naming
+        the option and what it accepts.
+        """
+        if value is None:
+            return None
+        given = value
+        if isinstance(value, os.PathLike) and _matches("", self.hint):
+            value = os.fspath(value)
+        if self.hint is int and isinstance(value, numbers.Integral) and not isinstance(
+            value, bool
+        ):
+            value = int(value)
+        elif self.hint is float and isinstance(value, numbers.Real) and not isinstance(
+            value, bool
+        ):
+            value = float(value)
+            if not math.isfinite(value):
+                raise ConfigurationError(
+                    f"option {self.name}={value!r} is not {self.describe_range()}; "
+                    f"{self._fix()}"
+                )
+        if not _matches(value, self.hint):
+            raise ConfigurationError(
+                f"option {self.name}={_show(value)} has the wrong type; expected "
+                f"{self.describe_range()} ({self._fix()})"
+            )
+        if self.low is not None and isinstance(value, (int, float)) and not isinstance(
+            value, bool
+        ):
+            low_bad = value <= self.low if self.above else value < self.low
+            if low_bad or (self.high is not None and value > self.high):
+                raise ConfigurationError(
+                    f"option {self.name}={given!r} is out of range: it must be "
+                    f"{self.describe_range()} ({self._fix()})"
+                )
+        if isinstance(value, str) and not _clean(value):
+            raise ConfigurationError(
+                f"option {self.name}={_show(value)} contains a NUL byte or a lone surrogate; "
+                "pass a valid path or text"
+            )
+        return value
+
+    def _fix(self) -> str:
+        return f"{self.name}: {self.doc}; pass None for the default"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _hint_words(hint: object) -> str:
+    words = {bool: "True or False", str: "a string", type(None): "None", int: "an integer",
+             float: "a number"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(words.get(a, str(a)) for a in typing.get_args(hint)
+                           if a is not type(None))
+    return str(words.get(hint, hint))  # type: ignore[call-overload]
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _clean(text: str) -> bool:
+    """No NUL and no lone surrogate: text that can reach a file system, a URL or C."""
+    return "\x00" not in text and _encodable(text)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _count(name: str, backend: BackendName, default: int | None, low: int, doc: str,
+           high: int = INT32_MAX) -> Option:
+    return Option(name, backend, int, default, doc, low=low, high=high)
+
+
+def _seconds(name: str, default: float, doc: str, *, above: bool = False) -> Option:
+    return Option(name, "model-runner", float, default, doc, low=0, high=MAX_SECONDS, above=above)
+
+
+DECLARED: tuple[Option, ...] = (
+    # -- local (llama.cpp in this process) --
+    _count("n_threads", "local", None, 1,
+           "CPU threads for llama.cpp (default: the physical cores)"),
+    _count("batch_tokens", "local", None, 2,
+           "Tokens per llama.cpp decode, the packing budget (default: from the model's shape)"),
+    _count("ubatch_tokens", "local", None, 1,
+           "llama.cpp's physical batch in tokens (default: batch_tokens)"),
+    _count("max_sequences", "local", DEFAULT_MAX_SEQUENCES, 1,
+           f"Texts per decode (default {DEFAULT_MAX_SEQUENCES})"),
+    _count("max_tokens", "local", None, MIN_MAX_TOKENS,
+           "Longest accepted text in tokens, EOS included, at least one token and EOS "
+           "(default: the model's context)"),
+    Option("truncate", "local", bool, False,
+           "Cut longer texts (with a warning) instead of raising TextTooLongError "
+           "(default False)"),
+    Option("share_prefixes", "local", bool, True,
+           "Decode token prefixes shared by texts of one pack once (default True; exact)"),
+    Option("flash_attention", "local", bool | None, None,
+           "llama.cpp's CPU flash attention (default: for embeddings, on for F16, BF16 and "
+           "quantized files, where it is as exact and faster, off for F32; off for the "
+           "reranker)"),
+    _count("n_gpu_layers", "local", 0, 0,
+           "Layers to offload on a GPU build of llama.cpp (default 0)"),
+    Option("repack", "local", bool | None, None,
+           "llama.cpp's weight repacking for its AMX/AVX kernels (default: on where it was "
+           "measured faster and safe for the file type and CPU)"),
+    Option("download", "local", bool, True,
+           "Fetch a variant missing from the Hugging Face cache (default True; embedders "
+           "only: a reranker is given as a file)", kinds=("embedder",)),
+    Option("cache_dir", "local", str, None,
+           "Hugging Face cache folder (default: the hub's own; embedders only: a reranker "
+           "is given as a file)", kinds=("embedder",)),
+    # -- model-runner (HTTP) --
+    _seconds("timeout", 60.0, "Seconds to wait for an answer (default 60)", above=True),
+    _seconds("connect_timeout", 5.0, "Seconds to wait for a connection (default 5)",
+             above=True),
+    _count("max_retries", "model-runner", 3, 0,
+           "Further rounds over the endpoints after retryable failures (default 3)"),
+    _count("batch_size", "model-runner", 64, 1, "Texts (or documents) per request (default 64)"),
+    # More connections than this per endpoint is a mistake, not a setting (threads, sockets).
+    _count("max_concurrency", "model-runner", 4, 1,
+           "Requests in flight per endpoint, at most 1024 (default 4)", high=1024),
+    Option("verify", "model-runner", bool | str, True,
+           "TLS certificate checking: True, False, or a CA bundle path (default True)"),
+    _count("max_body_bytes", "model-runner", MODEL_RUNNER_MAX_BODY_BYTES, MIN_BODY_BYTES,
+           "Largest request body in bytes (default 10 MiB, Model Runner's limit)"),
+    _seconds("backoff", 0.5,
+             "First retry delay in seconds, doubled each round (default 0.5; 0: retry at once)"),
+    _seconds("max_backoff", 20.0, "Longest retry delay in seconds (default 20)"),
+)
+"""Every backend option, once: what each constructor, spec, adapter and CLI flag checks."""
+
+_BY_NAME: dict[str, Option] = {o.name: o for o in DECLARED}
+_TYPED: dict[BackendName, type[Any]] = {"local": LocalOptions, "model-runner": ModelRunnerOptions}
+
+# The fields of one model kind that are not backend options, and which kind has them:
+# given to the other kind, they are refused by name rather than as unknown.
+KIND_FIELDS: dict[str, Kind] = {"dimensions": "embedder", "task": "embedder"}
+
+
+def _agree() -> None:
+    """The TypedDicts (for type checkers) must list exactly the declared options."""
+    for backend, typed in _TYPED.items():
+        hints = typing.get_type_hints(typed)
+        declared = {o.name: o.hint for o in DECLARED if o.backend == backend}
+        if hints != declared:
+            raise AssertionError(f"{typed.__name__} and DECLARED disagree: {hints} {declared}")
+
+
+_agree()
+
+
+def declared_option(name: str) -> Option:
+    """The declaration of option ``name`` (KeyError if there is none)."""
+    return _BY_NAME[name]
+
+
+def describe_option(name: str) -> str:
+    """One line for an adapter field or a CLI flag: meaning, unit, default, backend."""
+    o = _BY_NAME[name]
+    return f"{o.doc} ({o.backend})"
+
+
+def option_names(backend: BackendName, kind: Kind | None = None) -> frozenset[str]:
+    """The option names ``backend`` takes (for ``kind`` of model, when given)."""
+    return frozenset(
+        o.name for o in DECLARED if o.backend == backend and (kind is None or kind in o.kinds)
+    )
+
+
+def option_defaults(backend: BackendName, kind: Kind) -> dict[str, object]:
+    """Every option ``backend`` takes for ``kind``, at its declared default."""
+    return {o.name: o.default for o in DECLARED if o.backend == backend and kind in o.kinds}
 
 
 def _looks_like_path(model: str) -> bool:
@@ -145,13 +362,18 @@ def infer_backend(
             raise ConfigurationError(
                 f"backend={backend!r} is not one of {', '.join(map(repr, BACKENDS))}"
             )
-        return backend
+        return backend  # type: ignore[return-value]  # checked just above
     if base_url is not None or base_urls:
         return "model-runner"
     if model is None:
         return "model-runner"
     if isinstance(model, os.PathLike):
         return "local"
+    if not isinstance(model, str):
+        raise ConfigurationError(
+            f"model= must be a GGUF path, a variant name or a served model name, not "
+            f"{type(model).__name__}"
+        )
     if _looks_like_path(model) or _VARIANT_NAME.fullmatch(model):
         return "local"
     return "model-runner"
@@ -175,41 +397,71 @@ def _matches(value: object, hint: object) -> bool:
     return True
 
 
-def check_options(backend: BackendName, options: Mapping[str, object]) -> dict[str, object]:
-    """Refuse options ``backend`` does not take, or of the wrong type; return them as a dict.
+def check_options(
+    backend: BackendName, options: object, kind: Kind | None = None
+) -> dict[str, object]:
+    """Refuse options ``backend`` (for ``kind``) does not take, of the wrong type or out of
+    range; return the given ones, checked, as a dict.
 
     An option given as None is left out: None means "the default" for every
-    option (``n_threads=args.threads`` with no ``--threads`` given), as the
-    backends' own keyword defaults do.
+    option (``n_threads=args.threads`` with no ``--threads`` given).
+
+    Args:
+        backend: ``"local"`` or ``"model-runner"``.
+        options: option names to values.
+        kind: ``"embedder"`` or ``"reranker"``; None takes the options of either.
     """
-    allowed = option_names(backend)
-    hints = typing.get_type_hints(OPTIONS[backend])
+    if not isinstance(options, Mapping):
+        raise ConfigurationError(
+            f"options= must be a dict of option names to values, not {type(options).__name__}"
+        )
+    odd = [k for k in options if not isinstance(k, str)]
+    if odd:
+        raise ConfigurationError(f"option names are strings, not {_show(odd[0])}")
+    allowed = option_names(backend, kind)
     wrong = sorted(k for k in options if k not in allowed)
     if wrong:
-        other = next(b for b in BACKENDS if b != backend)
-        theirs = [k for k in wrong if k in option_names(other)]
-        if theirs:
-            raise ConfigurationError(
-                f"{', '.join(theirs)}: only for backend={other!r}, but the backend is "
-                f"{backend!r}; drop {'it' if len(theirs) == 1 else 'them'} or pass "
-                f"backend={other!r}"
-            )
+        _refuse(backend, kind, wrong, allowed)
+    return {
+        key: checked
+        for key, value in options.items()
+        if (checked := _BY_NAME[key].check(value)) is not None
+    }
+
+
+def _refuse(
+    backend: BackendName, kind: Kind | None, wrong: list[str], allowed: frozenset[str]
+) -> typing.NoReturn:
+    def them(names: list[str]) -> str:
+        return "it" if len(names) == 1 else "them"
+
+    other = next(b for b in BACKENDS if b != backend)
+    theirs = [k for k in wrong if k in option_names(other)]
+    if theirs:
         raise ConfigurationError(
-            f"unknown option(s) {', '.join(wrong)} for backend={backend!r}; it takes: "
-            f"{', '.join(sorted(allowed))}"
+            f"{', '.join(theirs)}: only for backend={other!r}, but the backend is "
+            f"{backend!r}; drop {them(theirs)} or pass backend={other!r}"
         )
-    out: dict[str, object] = {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if not _matches(value, hints[key]):
-            raise ConfigurationError(
-                f"option {key}={value!r} has the wrong type; expected {hints[key]}"
-            )
-        out[key] = value
-    return out
+    kinds = {**{o.name: o.kinds for o in DECLARED}, **{k: (v,) for k, v in KIND_FIELDS.items()}}
+    others = [k for k in wrong if k in kinds]
+    if others and kind is not None:
+        owner = kinds[others[0]][0]
+        raise ConfigurationError(
+            f"{', '.join(others)}: only for the {owner}, but this is a {kind}; "
+            f"drop {them(others)}"
+        )
+    raise ConfigurationError(
+        f"unknown option(s) {', '.join(wrong)} for backend={backend!r}; it takes: "
+        f"{', '.join(sorted(allowed))}"
+    )
+
+
+def resolve_options(
+    backend: BackendName, options: object, kind: Kind
+) -> dict[str, Any]:
+    """:func:`check_options`, then every other option of ``backend`` and ``kind`` at its
+    declared default: what a constructor hands its backend, every value explicit."""
+    return {**option_defaults(backend, kind), **check_options(backend, options, kind)}
 
 
 _VARIANT_FILE = re.compile(r"(?i)qwen3-embedding-(.+?)(?:\.gguf)?")
@@ -262,20 +514,37 @@ class ModelSpec:
     DEFAULT_MODEL: ClassVar[str] = ""
     # Bump when the config's meaning changes; from_config refuses newer formats.
     FORMAT: ClassVar[int] = 2
+    # The model kind whose options apply (None: either kind's).
+    KIND: ClassVar[Kind | None] = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ConfigurationError(
-                f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}"
+                f"backend must be one of {', '.join(BACKENDS)}, not {_show(self.backend)}"
             )
         if self.backend == "model-runner" and self.model == "":
             object.__setattr__(self, "model", self.DEFAULT_MODEL)
-        if not isinstance(self.model, str) or not self.model.strip():
+        if not isinstance(self.model, str) or not self.model.strip() or not _clean(self.model):
             raise ConfigurationError(
-                "the local backend needs model= (a GGUF path or a variant name such as "
-                "'0.6B-Q8_0')" if self.backend == "local" else "model= must be a served model name"
+                (
+                    "the local backend needs model= (a GGUF path or a variant name such as "
+                    "'0.6B-Q8_0')" if self.backend == "local"
+                    else "model= must be a served model name"
+                ) + f", not {_show(self.model)}"
             )
-        object.__setattr__(self, "base_urls", tuple(self.base_urls))
+        urls = self.base_urls
+        if isinstance(urls, str) or not isinstance(urls, (list, tuple)) or not all(
+            isinstance(u, str) and u.strip() and _clean(u) for u in urls
+        ):
+            raise ConfigurationError(
+                f"base_urls must be a list of server URLs, not {_show(urls)}"
+            )
+        object.__setattr__(self, "base_urls", tuple(urls))
+        env = self.api_key_env_var
+        if env is not None and (not isinstance(env, str) or not env.strip() or not _clean(env)):
+            raise ConfigurationError(
+                f"api_key_env_var must name an environment variable, not {_show(env)}"
+            )
         if self.backend == "local":
             wrong = ["base_url(s)"] * bool(self.base_urls) + ["api_key_env_var"] * bool(
                 self.api_key_env_var
@@ -286,7 +555,9 @@ class ModelSpec:
                     f"'local'; drop {'it' if len(wrong) == 1 else 'them'} or pass "
                     "backend='model-runner'"
                 )
-        object.__setattr__(self, "options", check_options(self.backend, self.options))
+        object.__setattr__(
+            self, "options", check_options(self.backend, self.options, self.KIND)
+        )
 
     # -- building from options ---------------------------------------------------
 
@@ -319,6 +590,27 @@ class ModelSpec:
             named: the kind's own fields (``dimensions``, ``task``...) and backend
                 options given by name; None values are dropped.
         """
+        for name, value in (("model", model), ("model_path", model_path)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise ConfigurationError(
+                    f"{name}= must be a GGUF path, a variant name or a served model name, "
+                    f"not {type(value).__name__}"
+                )
+        for name, value in (("base_url", base_url), ("api_key_env_var", api_key_env_var)):
+            if value is not None and not isinstance(value, str):
+                raise ConfigurationError(f"{name}= must be a string, not {type(value).__name__}")
+        if base_urls is not None and (
+            isinstance(base_urls, str) or not isinstance(base_urls, Sequence)
+        ):
+            raise ConfigurationError(
+                f"base_urls= must be a list of URLs, not {type(base_urls).__name__}"
+            )
+        for name, given in (("options", options), ("defaults", defaults)):
+            if given is not None and not isinstance(given, Mapping):
+                raise ConfigurationError(
+                    f"{name}= must be a dict of option names to values, not "
+                    f"{type(given).__name__}"
+                )
         if model is not None and model_path is not None and os.fspath(model) != os.fspath(
             model_path
         ):
@@ -335,7 +627,7 @@ class ModelSpec:
         kind_fields = {k: v for k, v in named.items() if k in own and v is not None}
         merged: dict[str, Any] = {}
         for k, v in (defaults or {}).items():
-            if v is not None and k in option_names(kind):
+            if v is not None and k in option_names(kind, cls.KIND):
                 merged[k] = v
         given = dict(options or {})
         clash = sorted(k for k, v in named.items() if k not in own and v is not None and k in given)
@@ -418,7 +710,11 @@ class ModelSpec:
             raise ConfigurationError(f"a model config is a dict, not {type(config).__name__}")
         data = dict(config)
         fmt = data.pop("format", cls.FORMAT)
-        if not isinstance(fmt, int) or fmt > cls.FORMAT:
+        if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt < 1:
+            raise ConfigurationError(
+                f"the model config's format must be a positive integer, not {_show(fmt)}"
+            )
+        if fmt > cls.FORMAT:
             raise ConfigurationError(
                 f"this config was written by a newer qwen3-embed (format {fmt}); upgrade it"
             )
@@ -428,11 +724,24 @@ class ModelSpec:
                 "give its name as api_key_env_var"
             )
         data = cls._upgrade(data, fmt)
-        unknown = set(data) - {f.name for f in fields(cls)}
+        unknown = [k for k in data if k not in {f.name for f in fields(cls)}]
         if unknown:
-            raise ConfigurationError(f"unknown model config keys: {sorted(unknown)}")
-        data["base_urls"] = tuple(data.get("base_urls") or ())
-        data["options"] = dict(data.get("options") or {})
+            raise ConfigurationError(
+                f"unknown model config keys: {sorted(map(str, unknown))}; it takes "
+                f"{sorted(f.name for f in fields(cls))} and format"
+            )
+        urls, opts = data.get("base_urls"), data.get("options")
+        if urls is not None and (isinstance(urls, str) or not isinstance(urls, (list, tuple))):
+            raise ConfigurationError(
+                f"the model config's base_urls must be a list of URLs, not {_show(urls)}"
+            )
+        if opts is not None and not isinstance(opts, Mapping):
+            raise ConfigurationError(
+                f"the model config's options must be a dict of option names to values, "
+                f"not {_show(opts)}"
+            )
+        data["base_urls"] = tuple(urls or ())
+        data["options"] = dict(opts or {})
         return cls(**data)
 
     @classmethod

@@ -30,7 +30,7 @@ from ._errors import (
     ModelNotFoundError,
 )
 from ._inputs import check_text, check_texts
-from ._options import LocalOptions, ModelRunnerOptions, check_options
+from ._options import LocalOptions, ModelRunnerOptions, resolve_options
 from ._qwen3 import (
     DEFAULT_RERANK_INSTRUCTION,
     RERANKER_MODEL_RUNNER_MODEL,
@@ -174,10 +174,9 @@ class Qwen3Reranker:
         from ._rerank_local import LocalRerankBackend
 
         check_rerank_instruction(instruction)
-        tuning = dict(check_options("local", options))
-        # Variants resolve through the hub for embedding models only.
-        tuning.pop("download", None)
-        tuning.pop("cache_dir", None)
+        # Every local option of a reranker (download and cache_dir are refused: a
+        # reranker is given as a file), checked, at its value or its default.
+        tuning = resolve_options("local", options, "reranker")
         if not isinstance(model, (str, os.PathLike)):
             raise ConfigurationError(
                 f"model must be the path of a GGUF file, not {type(model).__name__}"
@@ -191,7 +190,7 @@ class Qwen3Reranker:
                     "plain conversion)"
                 )
             raise ModelNotFoundError(f"no GGUF file at {path}")
-        backend = LocalRerankBackend(path, **tuning)  # type: ignore[arg-type]
+        backend = LocalRerankBackend(path, **tuning)
         try:
             return cls(backend, instruction=instruction)
         except BaseException:
@@ -223,8 +222,9 @@ class Qwen3Reranker:
         from ._http import ModelRunnerRerankBackend
 
         check_rerank_instruction(instruction)
+        settings = resolve_options("model-runner", options, "reranker")
         backend = ModelRunnerRerankBackend(
-            model, base_url=base_url, base_urls=base_urls, api_key=api_key, **options
+            model, base_url=base_url, base_urls=base_urls, api_key=api_key, **settings
         )
         try:
             return cls(backend, instruction=instruction)

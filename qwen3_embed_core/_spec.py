@@ -19,6 +19,7 @@ from ._errors import ConfigurationError
 from ._inputs import Instruction, resolve_instruction
 from ._options import ModelSpec, model_id
 from ._qwen3 import MODEL_RUNNER_MODEL, TASKS, Task, dimensions_for_model
+from ._reranker import check_rerank_instruction
 
 if TYPE_CHECKING:
     from ._embedder import Qwen3Embedder
@@ -49,9 +50,14 @@ class EmbedderSpec(ModelSpec):
     instruction: str | None = None
 
     DEFAULT_MODEL = MODEL_RUNNER_MODEL  # Model Runner's Qwen3-Embedding (4B Q4_K_M)
+    KIND = "embedder"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not isinstance(self.task_symmetric, bool):
+            raise ConfigurationError(
+                f"task_symmetric must be True or False, not {self.task_symmetric!r}"
+            )
         if isinstance(self.task, Task):  # stored as text: a Task is its description and flag
             object.__setattr__(self, "task_symmetric", self.task.symmetric)
             object.__setattr__(self, "task", self.task.description)
@@ -128,6 +134,12 @@ class RerankerSpec(ModelSpec):
     instruction: str | None = None
 
     DEFAULT_MODEL = "ai/qwen3-reranker"  # Model Runner's Qwen3-Reranker (4B F16)
+    KIND = "reranker"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.instruction is not None:  # checked now, not when the model is loaded
+            check_rerank_instruction(self.instruction)
 
     def build(self, api_key: str | None = None) -> Qwen3Reranker:
         """Load the reranker (local) or set up the client (model-runner).

@@ -34,6 +34,8 @@ from ._options import (
     LocalOptions,
     ModelRunnerOptions,
     ModelSpec,
+    declared_option,
+    describe_option,
     infer_backend,
     option_names,
 )
@@ -67,7 +69,9 @@ __all__ = [
     "OnError",
     "Record",
     "RerankerSpec",
+    "check_option",
     "check_record",
+    "describe_option",
     "embedder_from_fields",
     "embedder_record",
     "infer_backend",
@@ -91,8 +95,19 @@ MODEL_ARGUMENTS = frozenset(
 S = TypeVar("S", bound=ModelSpec)
 
 
+def check_option(name: str, value: object) -> object:
+    """An adapter field or a CLI flag for option ``name``, checked by its one declaration.
+
+    None (the default) comes back as None; a wrong type or range is a
+    ConfigurationError in the words every surface uses.
+    """
+    return declared_option(name).check(value)
+
+
 def _accepted(spec_type: type[ModelSpec]) -> frozenset[str]:
     own = set(spec_type.__dataclass_fields__) - set(ModelSpec.__dataclass_fields__)
+    # Every option name, whatever the kind: one the kind lacks is refused by the spec,
+    # never silently left out here.
     return MODEL_ARGUMENTS | own | option_names("local") | option_names("model-runner")
 
 

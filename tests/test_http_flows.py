@@ -185,9 +185,9 @@ def test_settings_are_read_only_and_validated_once():
                 setattr(backend, name, 1)
         with pytest.raises(dataclasses.FrozenInstanceError):
             backend.config.timeout = 1.0  # type: ignore[misc]
-    with pytest.raises(ConfigurationError, match="max_body_bytes= must be an integer >= 1024"):
+    with pytest.raises(ConfigurationError, match="max_body_bytes=10 is out of range: it must be an integer >= 1024"):
         HttpConfig("m", max_body_bytes=10)
-    with pytest.raises(ConfigurationError, match="connect_timeout= must be a positive"):
+    with pytest.raises(ConfigurationError, match="connect_timeout=0 is out of range: it must be a finite number > 0"):
         ModelRunnerRerankBackend(base_url=A, connect_timeout=0)
 
 

@@ -5,11 +5,23 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from qwen3_embed_core.adapters import API_KEY_ENV, missing_dependency
+from qwen3_embed_core.adapters import (
+    API_KEY_ENV,
+    check_option,
+    describe_option,
+    missing_dependency,
+)
 
 try:
     from langchain_core.utils import secret_from_env
-    from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        Field,
+        SecretStr,
+        ValidationInfo,
+        field_validator,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise missing_dependency("langchain-core", "langchain", exc) from exc
 
@@ -40,19 +52,24 @@ class ModelFields(BaseModel):
     """Several endpoints serving the same model: batches are spread across them."""
     api_key: SecretStr | None = Field(default_factory=secret_from_env(API_KEY_ENV, default=None))
     """Bearer token for an endpoint behind a proxy (default ``$QWEN3_EMBED_API_KEY``)."""
-    timeout: float | None = None
-    """Seconds to wait for a server's answer (model-runner; default 60)."""
-    connect_timeout: float | None = None
-    """Seconds to wait for a connection (model-runner; default 5)."""
-    n_threads: int | None = None
-    """CPU threads for llama.cpp (local; default: physical cores)."""
-    max_tokens: int | None = None
-    """Longest accepted text in tokens (local; default: the model's context)."""
-    truncate: bool | None = None
-    """Cut texts longer than ``max_tokens`` instead of raising (local; default False)."""
+    # The backend options every adapter names: type, range, default and meaning are the
+    # core's one declaration (describe_option, check_option), not copies kept here.
+    timeout: float | None = Field(default=None, description=describe_option("timeout"))
+    connect_timeout: float | None = Field(
+        default=None, description=describe_option("connect_timeout")
+    )
+    n_threads: int | None = Field(default=None, description=describe_option("n_threads"))
+    max_tokens: int | None = Field(default=None, description=describe_option("max_tokens"))
+    truncate: bool | None = Field(default=None, description=describe_option("truncate"))
     options: dict[str, Any] | None = None
     """Any other backend option by name (``LocalOptions``/``ModelRunnerOptions`` in the core:
     ``max_retries``, ``verify``, ``n_gpu_layers``...), like langchain-openai's ``model_kwargs``."""
+
+    @field_validator("timeout", "connect_timeout", "n_threads", "max_tokens", "truncate",
+                     mode="before")
+    @classmethod
+    def _declared(cls, value: object, info: ValidationInfo) -> object:
+        return check_option(str(info.field_name), value)
 
     @field_validator("model", "model_path", mode="before")
     @classmethod

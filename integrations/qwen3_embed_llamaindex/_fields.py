@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from qwen3_embed_core.adapters import missing_dependency
+from qwen3_embed_core.adapters import check_option, describe_option, missing_dependency
 
 try:
     from llama_index.core.bridge.pydantic import (
@@ -13,6 +13,7 @@ try:
         ConfigDict,
         Field,
         SecretStr,
+        ValidationInfo,
         field_validator,
     )
 except ImportError as exc:  # pragma: no cover - depends on the install
@@ -44,20 +45,26 @@ class ModelFields(BaseModel):
     api_key: SecretStr | None = Field(
         default=None, description="Bearer token (default $QWEN3_EMBED_API_KEY).", exclude=True
     )
-    timeout: float | None = Field(default=None, description="Seconds to wait for an answer.")
+    # The backend options every adapter names: type, range, default and meaning are the
+    # core's one declaration (describe_option, check_option), not copies kept here.
+    timeout: float | None = Field(default=None, description=describe_option("timeout"))
     connect_timeout: float | None = Field(
-        default=None, description="Seconds to wait for a connection (model-runner)."
+        default=None, description=describe_option("connect_timeout")
     )
-    n_threads: int | None = Field(default=None, description="CPU threads (local).")
-    max_tokens: int | None = Field(default=None, description="Longest text in tokens (local).")
-    truncate: bool | None = Field(
-        default=None, description="Cut texts over max_tokens instead of raising (local)."
-    )
+    n_threads: int | None = Field(default=None, description=describe_option("n_threads"))
+    max_tokens: int | None = Field(default=None, description=describe_option("max_tokens"))
+    truncate: bool | None = Field(default=None, description=describe_option("truncate"))
     options: dict[str, Any] | None = Field(
         default=None,
         description="Any other backend option by name (LocalOptions/ModelRunnerOptions in the "
         "core: max_retries, verify, n_gpu_layers...).",
     )
+
+    @field_validator("timeout", "connect_timeout", "n_threads", "max_tokens", "truncate",
+                     mode="before")
+    @classmethod
+    def _declared(cls, value: object, info: ValidationInfo) -> object:
+        return check_option(str(info.field_name), value)
 
     @field_validator("model", "model_path", mode="before")
     @classmethod

@@ -12,8 +12,8 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 import httpx
 
 from .._errors import BackendError, ConfigurationError
-from .._qwen3 import MODEL_RUNNER_MAX_BODY_BYTES, SPECIAL_TOKEN_PATTERN
-from .config import Api, HttpConfig, check_api_key, ssl_verify
+from .._qwen3 import SPECIAL_TOKEN_PATTERN
+from .config import Api, HttpConfig, check_api_key, tls_setting
 from .drivers import Drivers
 from .flows import E, Flow, retrying
 from .urls import resolve_endpoints
@@ -70,19 +70,22 @@ class HttpBackend(Generic[E]):
         base_url: str | None = None,
         base_urls: Sequence[str] | None = None,
         api_key: str | None = None,
-        timeout: float = 60.0,
-        connect_timeout: float = 5.0,
-        max_retries: int = 3,
-        batch_size: int = 64,
-        max_concurrency: int = 4,
-        verify: bool | str = True,
-        max_body_bytes: int = MODEL_RUNNER_MAX_BODY_BYTES,
-        backoff: float = 0.5,
-        max_backoff: float = 20.0,
+        timeout: float | None = None,
+        connect_timeout: float | None = None,
+        max_retries: int | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int | None = None,
+        verify: bool | str | None = None,
+        max_body_bytes: int | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """Set up the clients; nothing is sent until the first call.
+
+        Every setting is a declared model-runner option (the core's ``_options.DECLARED``
+        gives its range and default); None takes the default.
 
         Args:
             model: the served model's name (None: the class's Model Runner tag;
@@ -111,17 +114,18 @@ class HttpBackend(Generic[E]):
                 f"model= must be the served model's name, e.g. {self.DEFAULT_MODEL!r}"
             )
         check_api_key(api_key)
-        config = HttpConfig(
+        config = HttpConfig.build(
             model, self.API, timeout=timeout, connect_timeout=connect_timeout,
             max_retries=max_retries, batch_size=batch_size, max_concurrency=max_concurrency,
             max_body_bytes=max_body_bytes, backoff=backoff, max_backoff=max_backoff,
             has_key=api_key is not None,
         )
-        tls = ssl_verify(verify)
+        tls = tls_setting(verify)
         self.model_name = model
         self._config = config
         self._endpoints = [
-            self._endpoint(url, max_concurrency) for url in resolve_endpoints(base_url, base_urls)
+            self._endpoint(url, config.max_concurrency)
+            for url in resolve_endpoints(base_url, base_urls)
         ]
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if api_key is not None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
-from typing import Literal
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Literal
 
 from .._errors import ConfigurationError
-from .._qwen3 import MODEL_RUNNER_MAX_BODY_BYTES
+from .._options import MAX_SECONDS, declared_option, option_names
 
 # An endpoint that refused a connection is tried last for this long (seconds).
 DOWN_COOLDOWN = 30.0
@@ -16,9 +17,17 @@ DOWN_COOLDOWN = 30.0
 Api = Literal["embeddings", "rerank"]
 
 
+def _default(name: str) -> Any:
+    return declared_option(name).default
+
+
 @dataclass(frozen=True)
 class HttpConfig:
     """What the request builders, the response checks and the flows read.
+
+    The user's settings are the core's declared model-runner options
+    (``_options.DECLARED``): their defaults and ranges come from there, and
+    None takes the default.
 
     Args:
         model: the served model's name, sent in every request body.
@@ -37,14 +46,14 @@ class HttpConfig:
 
     model: str
     api: Api = "embeddings"
-    timeout: float = 60.0
-    connect_timeout: float = 5.0
-    max_retries: int = 3
-    batch_size: int = 64
-    max_concurrency: int = 4
-    max_body_bytes: int = MODEL_RUNNER_MAX_BODY_BYTES
-    backoff: float = 0.5
-    max_backoff: float = 20.0
+    timeout: float = _default("timeout")
+    connect_timeout: float = _default("connect_timeout")
+    max_retries: int = _default("max_retries")
+    batch_size: int = _default("batch_size")
+    max_concurrency: int = _default("max_concurrency")
+    max_body_bytes: int = _default("max_body_bytes")
+    backoff: float = _default("backoff")
+    max_backoff: float = _default("max_backoff")
     has_key: bool = False
     down_cooldown: float = DOWN_COOLDOWN
 
@@ -53,32 +62,34 @@ class HttpConfig:
             raise ConfigurationError(
                 f"model= must be the served model's name, not {self.model!r}"
             )
-        for arg, low in (
-            ("batch_size", 1),
-            ("max_concurrency", 1),
-            ("max_retries", 0),
-            ("max_body_bytes", 1024),
+        for f in fields(self):
+            if f.name in OPTION_FIELDS:
+                option = declared_option(f.name)
+                value = option.check(getattr(self, f.name))
+                object.__setattr__(self, f.name, option.default if value is None else value)
+        cooldown = self.down_cooldown
+        if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not (
+            0 <= cooldown <= MAX_SECONDS
         ):
-            value = getattr(self, arg)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigurationError(f"{arg}= must be an integer >= {low}, not {value!r}")
-        for arg, zero_ok in (
-            ("timeout", False),
-            ("connect_timeout", False),
-            ("backoff", True),  # 0: retry at once
-            ("max_backoff", True),
-            ("down_cooldown", True),
-        ):
-            value = getattr(self, arg)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value < 0
-                or (value == 0 and not zero_ok)
-            ):
-                kind = "non-negative" if zero_ok else "positive"
-                raise ConfigurationError(f"{arg}= must be a {kind} number of seconds")
-            object.__setattr__(self, arg, float(value))
+            raise ConfigurationError("down_cooldown= must be a non-negative number of seconds")
+        object.__setattr__(self, "down_cooldown", float(cooldown))
+
+    @classmethod
+    def build(cls, model: str, api: Api, *, has_key: bool = False, **settings: Any) -> HttpConfig:
+        """A config from the backend's keywords, where None takes the declared default."""
+        return cls(model, api, has_key=has_key,
+                   **{k: v for k, v in settings.items() if v is not None})
+
+
+# The fields of HttpConfig that are user options (verify is the TLS context, not a field).
+OPTION_FIELDS = option_names("model-runner") - {"verify"}
+
+
+def tls_setting(verify: object) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` for the ``verify`` option, checked by its declaration (None: True)."""
+    option = declared_option("verify")
+    checked = option.check(verify)
+    return ssl_verify(typing.cast("bool | str", option.default if checked is None else checked))
 
 
 def ssl_verify(verify: bool | str | os.PathLike[str]) -> bool | ssl.SSLContext:
