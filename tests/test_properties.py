@@ -1,0 +1,357 @@
+"""Property-based tests (Hypothesis): any input gives the right vector or our error.
+
+The property, for text, options and stored configs alike: the result is
+either a unit vector equal to the numpy reference on the tiny model (cosine
+>= COS_MIN) or a ``Qwen3EmbedError`` subclass naming the offending index or
+option. Never a raw exception, never a wrong vector.
+
+Every test runs a fixed number of examples, derandomized (the same examples on
+every run, no example database), so CI is reproducible; the counts are in
+``EXAMPLES`` and the whole module takes well under a minute.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import unicodedata
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from qwen3_embed_core import (
+    TASKS,
+    ConfigurationError,
+    EmbedderSpec,
+    InvalidInputError,
+    InvalidInputTypeError,
+    Qwen3EmbedError,
+    Qwen3Embedder,
+    RerankerSpec,
+    TextTooLongError,
+)
+from qwen3_embed_core._options import DECLARED, option_names
+
+from .conftest import COS_MIN
+
+SERVER = "http://127.0.0.1:9/v1"  # never contacted: nothing is sent until the first call
+
+# Examples per test: bounded so the module stays fast on two shared cores.
+EXAMPLES = {
+    "documents": 120,
+    "batches": 40,
+    "queries": 40,
+    "long": 6,
+    "options": 200,
+    "local_builds": 8,
+    "configs": 200,
+}
+
+
+def _profile(name: str):
+    return settings(
+        max_examples=EXAMPLES[name], derandomize=True, database=None, deadline=None,
+        # No shrinking: on two shared cores it can take minutes; the failing example is
+        # printed as found, and derandomize makes it the same on every run.
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+# -- text --------------------------------------------------------------------------------
+
+# Unicode 16 letters (U+13460-U+143FF Egyptian hieroglyphs extended-A, U+1E5D0-U+1E5FF
+# Ol Onal) are classified by llama.cpp's older character tables differently from Qwen3's
+# tokenizer, so they are tokenized wrongly today (issue 18, "silently wrong" 2). Excluded
+# here until that fix lands; then delete this filter.
+UNICODE_16 = ((0x13460, 0x143FF), (0x1E5D0, 0x1E5FF))
+
+
+@functools.cache
+def nfc_disagreements() -> frozenset[str]:
+    """Code points that Python's ``unicodedata`` NFC and Qwen3's tokenizer's NFC (the
+    ``tokenizers`` library, whose tables are older) normalise differently.
+
+    98 on Python 3.11 with tokenizers 0.23 (U+07FD, U+0898-U+089F, U+16FF0, U+16FF1...):
+    combining marks the tokenizer's tables give combining class 0, so it does not
+    reorder them as Python does, and ``check_text``'s NFC then changes the tokens
+    (cosine 0.51 for ``"\u0341\U00016ff1"``). Excluded until the normalisation
+    follows the tokenizer's tables; then delete this and its filter.
+    """
+    import tokenizers
+
+    theirs = tokenizers.normalizers.NFC().normalize_str
+    candidates = (chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    return frozenset(
+        c for c in candidates
+        if (unicodedata.combining(c) or unicodedata.decomposition(c))
+        and any(theirs(t) != unicodedata.normalize("NFC", t)
+                for t in (c + "\u0301", "\u0301" + c, "a" + c, c, c + "\u0334"))
+    )
+
+
+def _tokenized_right_today(c: str) -> bool:
+    return not any(lo <= ord(c) <= hi for lo, hi in UNICODE_16) and c not in nfc_disagreements()
+
+
+def _plane(p: int) -> st.SearchStrategy[str]:
+    """Any code point of plane ``p`` but the surrogates (their own strategy, below)."""
+    return st.integers(p * 0x10000, p * 0x10000 + 0xFFFF).filter(
+        lambda c: not 0xD800 <= c <= 0xDFFF).map(chr)
+
+
+SPECIAL_SPELLINGS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
+                     "<|endoftext", "endoftext|>", "<|", "|>", "<|unused_0|>"]
+WORDS = ["Paris", " the", " capital", " of", " France", " 狐狸", " über", " 😀", "\n", "  ",
+         " café", "Instruct:", "Query:", " x"]
+
+PIECE = st.one_of(
+    st.sampled_from(WORDS),
+    st.characters(codec="utf-8"),  # any plane, any category
+    st.sampled_from([0, 1, 2, 3, 14, 15, 16]).flatmap(_plane),  # each plane, assigned or not
+    st.characters(categories=["Mn", "Mc", "Me"]),  # combining marks
+    st.characters(categories=["Cc", "Cf", "Zs", "Zl", "Zp"]),  # controls, format, spaces
+    st.sampled_from(SPECIAL_SPELLINGS),
+).filter(lambda piece: all(_tokenized_right_today(c) for c in piece))
+SURROGATE = st.integers(0xD800, 0xDFFF).map(chr)
+NUL = st.just("\x00")
+
+# Mostly valid text; now and then a lone surrogate or a NUL, which must be refused by index.
+TEXT = st.lists(
+    st.one_of(PIECE, PIECE, PIECE, PIECE, PIECE, PIECE, PIECE, PIECE, SURROGATE, NUL),
+    max_size=24,
+).map("".join)
+
+
+def _problem(text: object) -> type[Qwen3EmbedError] | None:
+    """The error ``text`` must give, or None when it must embed."""
+    if not isinstance(text, str):
+        return InvalidInputTypeError
+    if not text.strip() or "\x00" in text:
+        return InvalidInputError
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return InvalidInputError
+    return None
+
+
+def _check_batch(embed, texts: list, expected: list[np.ndarray | None]) -> None:
+    """``embed(texts)``: the reference vectors, or the first bad text's error by index."""
+    bad = [i for i, t in enumerate(texts) if _problem(t) is not None]
+    if not texts:
+        with pytest.raises(InvalidInputError):
+            embed(texts)
+        return
+    if bad:
+        with pytest.raises(_problem(texts[bad[0]])) as info:
+            embed(texts)
+        assert info.value.index == bad[0], (texts, info.value)
+        assert f"index {bad[0]}" in str(info.value)
+        return
+    got = embed(texts)
+    assert got.dtype == np.float32 and got.shape[0] == len(texts)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    for i, vec in enumerate(expected):
+        cos = float(np.asarray(got[i], np.float64) @ vec)
+        assert cos >= COS_MIN, (i, ascii(texts[i])[:300], cos)
+
+
+@_profile("documents")
+@given(text=TEXT)
+def test_any_document_text(embedder, reference, text):
+    expected = [reference.embed(text)] if _problem(text) is None else []
+    _check_batch(embedder.embed_documents, [text], expected)
+
+
+@_profile("batches")
+@given(texts=st.lists(st.one_of(TEXT, TEXT, TEXT, st.none(), st.integers(), st.binary()),
+                      max_size=6))
+def test_any_batch_names_the_first_bad_index(embedder, reference, texts):
+    ok = all(_problem(t) is None for t in texts)
+    expected = [reference.embed(t) for t in texts] if ok else []
+    _check_batch(embedder.embed_documents, texts, expected)
+
+
+TASK = st.one_of(
+    st.sampled_from(sorted(TASKS)),
+    TEXT.filter(lambda t: t.strip() != ""),
+)
+
+
+@_profile("queries")
+@given(text=TEXT, task=TASK)
+def test_any_query_under_any_task(embedder, reference, text, task):
+    """The query and the task are both free text: a bad task is a ConfigurationError."""
+    task_problem = _problem(task) if task not in TASKS else None
+    if task_problem is not None:
+        with pytest.raises(ConfigurationError, match="task="):
+            embedder.embed_queries(["hello"], task=task)
+        return
+    if _problem(text) is not None:
+        _check_batch(lambda ts: embedder.embed_queries(ts, task=task), [text], [])
+        return
+    formatted = embedder.format_query(text, task=task)
+    # The reference reads the raw task and text: Qwen3's tokenizer normalises the whole.
+    raw = TASKS[task].description if task in TASKS else task
+    assert formatted == unicodedata.normalize("NFC", f"Instruct: {raw}\nQuery:{text}")
+    _check_batch(lambda ts: embedder.embed_queries(ts, task=task), [text],
+                 [reference.embed(f"Instruct: {raw}\nQuery:{text}")])
+
+
+@_profile("long")
+@given(text=TEXT.filter(lambda t: _problem(t) is None), times=st.integers(60, 400))
+def test_long_texts(embedder, reference, text, times):
+    long = " ".join([text] * times)
+    n = len(reference.tokenize(long))
+    if n > embedder.backend.max_tokens:
+        with pytest.raises(TextTooLongError) as info:
+            embedder.embed_documents(["ok", long])
+        assert info.value.index == 1 and info.value.n_tokens == n
+        return
+    _check_batch(embedder.embed_documents, [long], [reference.embed(long)])
+
+
+# -- options ------------------------------------------------------------------------------
+
+# Values of every kind an option can be given: in and out of range, of other types, odd floats.
+ANY_VALUE = st.one_of(
+    st.none(), st.booleans(),
+    st.integers(-2**40, 2**40),
+    st.sampled_from([0, 1, 2, 3, 63, 64, 1023, 1024, 2**31 - 1, 2**31]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, 0.5, 1e-9, 60.0, 604800.0, 604800.5, float("nan"), float("inf")]),
+    st.text(max_size=5), st.lists(st.integers(), max_size=2),
+)
+HTTP_NAMES = sorted(option_names("model-runner"))
+ALL_NAMES = sorted(o.name for o in DECLARED) + ["colour", "dimensions", "n_ctx"]
+
+
+def _valid(name: str, value: object, backend: str, kind: str) -> bool:
+    """What the declaration means, restated: whether (name, value) must be accepted."""
+    option = next((o for o in DECLARED if o.name == name), None)
+    if option is None or option.backend != backend or kind not in option.kinds:
+        return value is None and option is not None and option.backend == backend and \
+            kind in option.kinds
+    if value is None:
+        return True
+    if option.hint is int:
+        ok_type = isinstance(value, int) and not isinstance(value, bool)
+    elif option.hint is float:
+        ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+            math.isfinite(value)
+    else:
+        allowed = {bool: (bool,), str: (str,)}
+        types = tuple(t for a in getattr(option.hint, "__args__", (option.hint,))
+                      for t in allowed.get(a, ()))
+        return isinstance(value, types) and (not isinstance(value, str) or "\x00" not in value)
+    if not ok_type:
+        return False
+    low_ok = value > option.low if option.above else value >= option.low
+    return bool(low_ok and value <= option.high)
+
+
+@_profile("options")
+@given(options=st.dictionaries(st.sampled_from(ALL_NAMES), ANY_VALUE, max_size=4),
+       kind=st.sampled_from(["embedder", "reranker"]))
+def test_any_http_options(options, kind):
+    """Built (every setting as given, None: the default) or refused naming a bad option."""
+    from qwen3_embed_core import Qwen3Reranker
+
+    core = Qwen3Embedder if kind == "embedder" else Qwen3Reranker
+    bad = sorted(k for k, v in options.items() if not _valid(k, v, "model-runner", kind))
+    if kind == "embedder" and "dimensions" in options:
+        bad = [k for k in bad if k != "dimensions"]  # the embedder's own argument
+        options = {k: v for k, v in options.items() if k != "dimensions"}
+    if bad:
+        with pytest.raises(ConfigurationError) as info:
+            core.model_runner(base_url=SERVER, **options)
+        assert any(k in str(info.value) for k in bad), (options, info.value)
+        return
+    with core.model_runner(base_url=SERVER, **options) as model:
+        for name, value in options.items():
+            if name != "verify":
+                default = next(o.default for o in DECLARED if o.name == name)
+                assert getattr(model.backend, name) == (default if value is None else value)
+    spec_type = EmbedderSpec if kind == "embedder" else RerankerSpec
+    spec = spec_type.from_options(base_url=SERVER, options=options)
+    assert spec_type.from_config(spec.to_config()) == spec
+
+
+@_profile("options")
+@given(options=st.dictionaries(st.sampled_from(ALL_NAMES), ANY_VALUE, max_size=4),
+       kind=st.sampled_from(["embedder", "reranker"]))
+def test_any_local_options_in_a_spec(tiny_model, tiny_reranker, options, kind):
+    """A local spec takes exactly the declared values: stored, round-tripped, or refused."""
+    spec_type = EmbedderSpec if kind == "embedder" else RerankerSpec
+    model = str(tiny_model if kind == "embedder" else tiny_reranker)
+    options = {k: v for k, v in options.items() if k != "dimensions" or kind == "reranker"}
+    bad = sorted(k for k, v in options.items() if not _valid(k, v, "local", kind))
+    if bad:
+        with pytest.raises(ConfigurationError) as info:
+            spec_type.from_options(model=model, options=options)
+        assert any(k in str(info.value) for k in bad), (options, info.value)
+        return
+    spec = spec_type.from_options(model=model, options=options)
+    assert dict(spec.options) == {k: v for k, v in options.items() if v is not None}
+    assert spec_type.from_config(spec.to_config()) == spec
+
+
+@_profile("local_builds")
+@given(n_threads=st.sampled_from([None, 1, 2]), batch_tokens=st.sampled_from([None, 2, 7, 64]),
+       max_sequences=st.sampled_from([None, 1, 3]), share_prefixes=st.sampled_from([None, False]),
+       text=TEXT.filter(lambda t: _problem(t) is None))
+def test_any_valid_local_build_gives_the_reference(tiny_model, reference, n_threads,
+                                                   batch_tokens, max_sequences, share_prefixes,
+                                                   text):
+    with Qwen3Embedder.local(tiny_model, n_threads=n_threads, batch_tokens=batch_tokens,
+                             max_sequences=max_sequences, share_prefixes=share_prefixes) as emb:
+        texts = [text, "Paris is the capital of France.", text + " again"]
+        _check_batch(emb.embed_documents, texts, [reference.embed(t) for t in texts])
+        _check_batch(emb.embed_queries, [text], [reference.embed(emb.format_query(text))])
+
+
+# -- stored configs -------------------------------------------------------------------------
+
+JSONISH = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(), st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
+CONFIG_KEYS = ["backend", "model", "base_urls", "api_key_env_var", "options", "dimensions",
+               "task", "task_symmetric", "instruction", "format", "model_path", "api_key", "x"]
+FIELD_VALUES = {
+    "backend": st.sampled_from(["local", "model-runner", "gpu", None, 1]),
+    "model": st.sampled_from(["ai/qwen3-embedding", "0.6B-Q8_0", "", None, 5, "\ud800"]),
+    "base_urls": st.one_of(st.just([SERVER]), st.just([]), JSONISH),
+    "options": st.one_of(
+        st.dictionaries(st.sampled_from(ALL_NAMES), ANY_VALUE, max_size=3), JSONISH),
+    "dimensions": st.sampled_from([None, 32, 31, 64, 65, "64", True, 1.5]),
+    "task": st.one_of(st.sampled_from([None, "web_search", "", "\ud800", 5]), st.text(max_size=8)),
+    "format": st.sampled_from([1, 2, 3, 0, "2", None, True]),
+}
+
+
+@st.composite
+def configs(draw) -> dict:
+    keys = draw(st.lists(st.sampled_from(CONFIG_KEYS), unique=True, max_size=6))
+    return {k: draw(FIELD_VALUES.get(k, JSONISH)) for k in keys}
+
+
+@_profile("configs")
+@given(config=configs(), kind=st.sampled_from(["embedder", "reranker"]))
+def test_any_stored_config(config, kind):
+    """A stored config (Chroma's, the Qdrant record's) loads and round-trips, or is refused
+    with a library error naming one of its keys or options."""
+    spec_type = EmbedderSpec if kind == "embedder" else RerankerSpec
+    try:
+        spec = spec_type.from_config(config)
+    except Qwen3EmbedError as exc:
+        names = [*config, *(config["options"] if isinstance(config.get("options"), dict) else ())]
+        words = str(exc)
+        assert any(str(k) in words for k in names) or "config" in words, (config, words)
+        return
+    assert spec_type.from_config(spec.to_config()) == spec
