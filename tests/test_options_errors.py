@@ -13,6 +13,7 @@ import contextlib
 import inspect
 import io
 import math
+import os
 import re
 
 import numpy as np
@@ -150,6 +151,16 @@ def test_cli_flags_and_option_values_are_checked_by_the_declaration(tiny_model, 
     ]:
         code, err = _cli(argv)
         assert code == 2 and option in err and "Traceback" not in err, (argv, err)
+
+
+def test_a_ca_bundle_that_is_not_one_is_a_configuration_error(tmp_path):
+    """Found by the property tests: verify=os.devnull raised a raw ssl.SSLError."""
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    for path in (os.devnull, str(tmp_path / "bad.pem"), str(tmp_path)):
+        with pytest.raises(ConfigurationError, match="verify="):
+            Qwen3Embedder.model_runner(base_url=SERVER, verify=path)
+        with pytest.raises(ConfigurationError, match="verify="):
+            Qwen3Reranker.model_runner(base_url=SERVER, verify=path)
 
 
 def test_max_tokens_1_no_longer_makes_every_text_eos_alone(tiny_model):

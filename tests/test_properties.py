@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import unicodedata
 
 import numpy as np
@@ -40,12 +41,12 @@ SERVER = "http://127.0.0.1:9/v1"  # never contacted: nothing is sent until the f
 
 # Examples per test: bounded so the module stays fast on two shared cores.
 EXAMPLES = {
-    "documents": 120,
-    "batches": 40,
-    "queries": 40,
-    "long": 6,
+    "documents": 200,
+    "batches": 60,
+    "queries": 60,
+    "long": 4,
     "options": 200,
-    "local_builds": 8,
+    "local_builds": 5,
     "configs": 200,
 }
 
@@ -125,6 +126,15 @@ TEXT = st.lists(
 ).map("".join)
 
 
+@pytest.fixture(scope="module")
+def embedder(tiny_model):
+    """One thread: llama.cpp's thread pool spins badly on busy shared CI cores, and the
+    tiny model gains nothing from more."""
+    emb = Qwen3Embedder.local(tiny_model, n_threads=1)
+    yield emb
+    emb.close()
+
+
 def _problem(text: object) -> type[Qwen3EmbedError] | None:
     """The error ``text`` must give, or None when it must embed."""
     if not isinstance(text, str):
@@ -202,7 +212,8 @@ def test_any_query_under_any_task(embedder, reference, text, task):
 
 
 @_profile("long")
-@given(text=TEXT.filter(lambda t: _problem(t) is None), times=st.integers(60, 400))
+@given(text=TEXT.filter(lambda t: _problem(t) is None and len(t) <= 40),
+       times=st.integers(20, 150))
 def test_long_texts(embedder, reference, text, times):
     long = " ".join([text] * times)
     n = len(reference.tokenize(long))
@@ -224,6 +235,7 @@ ANY_VALUE = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0.0, 0.5, 1e-9, 60.0, 604800.0, 604800.5, float("nan"), float("inf")]),
     st.text(max_size=5), st.lists(st.integers(), max_size=2),
+    st.sampled_from(["/nope.pem", "", "x\x00", os.devnull]),  # paths: cache_dir, verify
 )
 HTTP_NAMES = sorted(option_names("model-runner"))
 ALL_NAMES = sorted(o.name for o in DECLARED) + ["colour", "dimensions", "n_ctx"]
@@ -242,6 +254,8 @@ def _valid(name: str, value: object, backend: str, kind: str) -> bool:
     elif option.hint is float:
         ok_type = isinstance(value, (int, float)) and not isinstance(value, bool) and \
             math.isfinite(value)
+    elif name == "verify" and isinstance(value, str):
+        return False  # no CA bundle in these tests: a path is refused (missing or not PEM)
     else:
         allowed = {bool: (bool,), str: (str,)}
         types = tuple(t for a in getattr(option.hint, "__args__", (option.hint,))
@@ -300,13 +314,13 @@ def test_any_local_options_in_a_spec(tiny_model, tiny_reranker, options, kind):
 
 
 @_profile("local_builds")
-@given(n_threads=st.sampled_from([None, 1, 2]), batch_tokens=st.sampled_from([None, 2, 7, 64]),
+@given(n_threads=st.sampled_from([1, 2]), batch_tokens=st.sampled_from([None, 2, 7, 64]),
        max_sequences=st.sampled_from([None, 1, 3]), share_prefixes=st.sampled_from([None, False]),
        text=TEXT.filter(lambda t: _problem(t) is None))
 def test_any_valid_local_build_gives_the_reference(tiny_model, reference, n_threads,
                                                    batch_tokens, max_sequences, share_prefixes,
                                                    text):
-    with Qwen3Embedder.local(tiny_model, n_threads=n_threads, batch_tokens=batch_tokens,
+    with Qwen3Embedder.local(tiny_model, n_threads=n_threads or 1, batch_tokens=batch_tokens,
                              max_sequences=max_sequences, share_prefixes=share_prefixes) as emb:
         texts = [text, "Paris is the capital of France.", text + " again"]
         _check_batch(emb.embed_documents, texts, [reference.embed(t) for t in texts])

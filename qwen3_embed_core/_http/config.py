@@ -102,7 +102,13 @@ def ssl_verify(verify: bool | str | os.PathLike[str]) -> bool | ssl.SSLContext:
             raise ConfigurationError(
                 f"verify={path!r}: no such CA bundle; pass a PEM file path, True or False"
             )
-        return ssl.create_default_context(cafile=path)
+        try:
+            return ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigurationError(
+                f"verify={path!r} is not a readable CA bundle ({exc}); pass a PEM file with "
+                "the server's CA certificates, True or False"
+            ) from None
     raise ConfigurationError(f"verify= must be True, False or a CA bundle path, not {verify!r}")
 
 
