@@ -40,12 +40,14 @@ import numpy as np
 
 from ._cpu import default_flash_attention, default_repack
 from ._errors import BackendError, ConfigurationError, missing_dependency
+
+# Sequences per decode: the max_sequences option's declared default (the token budget
+# comes from the model's shape, _packing).
+from ._options import DEFAULT_MAX_SEQUENCES as DEFAULT_MAX_SEQUENCES
 from ._packing import Plan, default_budget, plan_packs
 
 logger = logging.getLogger("qwen3_embed_core.local")
 
-# Sequences per decode; the token budget comes from the model's shape (_packing).
-DEFAULT_MAX_SEQUENCES = 64
 # ggml's enum value for float32 tensors (the KV cache type when kv_f32 is set).
 GGML_TYPE_F32 = 0
 

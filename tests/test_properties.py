@@ -28,12 +28,12 @@ from qwen3_embed_core import (
     EmbedderSpec,
     InvalidInputError,
     InvalidInputTypeError,
-    Qwen3EmbedError,
     Qwen3Embedder,
+    Qwen3EmbedError,
     RerankerSpec,
     TextTooLongError,
 )
-from qwen3_embed_core._options import DECLARED, option_names
+from qwen3_embed_core._options import DECLARED
 
 from .conftest import COS_MIN
 
@@ -237,8 +237,7 @@ ANY_VALUE = st.one_of(
     st.text(max_size=5), st.lists(st.integers(), max_size=2),
     st.sampled_from(["/nope.pem", "", "x\x00", os.devnull]),  # paths: cache_dir, verify
 )
-HTTP_NAMES = sorted(option_names("model-runner"))
-ALL_NAMES = sorted(o.name for o in DECLARED) + ["colour", "dimensions", "n_ctx"]
+ALL_NAMES = [*sorted(o.name for o in DECLARED), "colour", "dimensions", "n_ctx"]
 
 
 def _valid(name: str, value: object, backend: str, kind: str) -> bool:
