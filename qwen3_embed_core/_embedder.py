@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ._spec import EmbedderSpec
 
 
+# Instruction prefixes an embedder remembers as fitting its max_tokens (each checked once).
+_ROOMY_MAX = 256
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the embedder needs from an inference backend.
@@ -263,6 +267,8 @@ class Qwen3Embedder:
                     f"tokens with EOS) and one token of text; raise max_tokens to at least "
                     f"{needed}, or use a shorter {what}"
                 )
+            if len(self._roomy) >= _ROOMY_MAX:  # per-call tasks are free text: stay bounded
+                self._roomy.clear()
             self._roomy.add(prefix)
 
     def format_query(self, text: str, *, task: TaskLike | None = None) -> str:
