@@ -2,8 +2,9 @@
 
 The property, for text, options and stored configs alike: the result is
 either a unit vector equal to the numpy reference on the tiny model (cosine
->= COS_MIN) or a ``Qwen3EmbedError`` subclass naming the offending index or
-option. Never a raw exception, never a wrong vector.
+>= COS_MIN; for the reranker, P(yes) within SCORE_TOL of its reference) or a
+``Qwen3EmbedError`` subclass naming the offending index or option. Never a
+raw exception, never a wrong vector.
 
 Every test runs a fixed number of examples, derandomized (the same examples on
 every run, no example database), so CI is reproducible; the counts are in
@@ -45,6 +46,7 @@ EXAMPLES = {
     "batches": 60,
     "queries": 60,
     "long": 4,
+    "rerank": 60,
     "options": 200,
     "local_builds": 5,
     "configs": 200,
@@ -223,6 +225,47 @@ def test_long_texts(embedder, reference, text, times):
         assert info.value.index == 1 and info.value.n_tokens == n
         return
     _check_batch(embedder.embed_documents, [long], [reference.embed(long)])
+
+
+# The local reranker's scores against the reference to this (tests/test_rerank_local.py).
+SCORE_TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def reranker(tiny_reranker):
+    from qwen3_embed_core import Qwen3Reranker
+
+    rr = Qwen3Reranker.local(tiny_reranker, n_threads=1)
+    yield rr
+    rr.close()
+
+
+@_profile("rerank")
+@given(query=TEXT, documents=st.lists(st.one_of(TEXT, TEXT, TEXT, st.none()), max_size=4))
+def test_any_query_and_documents_rerank(reranker, tiny_reranker, query, documents):
+    """P(yes) per document equal to the reference's, or our error naming the bad input."""
+    from qwen3_embed_core.testing import RerankReference
+
+    if _problem(query) is not None:
+        with pytest.raises(_problem(query), match="the query"):
+            reranker.score(query, documents or ["x"])
+        return
+    bad = [i for i, d in enumerate(documents) if _problem(d) is not None]
+    if bad:
+        with pytest.raises(_problem(documents[bad[0]])) as info:
+            reranker.score(query, documents)
+        assert info.value.index == bad[0] and f"index {bad[0]}" in str(info.value)
+        return
+    got = reranker.score(query, documents)
+    ref = _rerank_reference(RerankReference, tiny_reranker)
+    want = np.array([ref.score(query, d) for d in documents])
+    assert got.shape == (len(documents),)
+    assert np.abs(got - want).max(initial=0.0) <= SCORE_TOL, (ascii(query), got, want)
+
+
+@functools.cache
+def _rerank_reference(kind, path):
+    return kind(path)
 
 
 # -- options ------------------------------------------------------------------------------
