@@ -796,3 +796,23 @@ def test_non_finite_base64_vectors_are_refused(server):
     server.rules.append(mangled)
     with embedder(server) as backend, pytest.raises(BadResponseError, match="non-finite"):
         backend.embed(TEXTS[:2])
+
+
+def test_after_an_unclear_probe_the_counts_still_decide():
+    """A probe answer that says neither 1 nor 2 (a fault on the way) leaves texts as they
+    are; the answers' counts then show a server that does not append EOS."""
+    server = FakeServer(appends_eos=False, tokenizes=True)
+    odd = [1]
+
+    def unclear_once(request: httpx.Request, body: dict) -> httpx.Response | None:
+        if body.get("input") != [EOS_TEXT] or not odd:
+            return None
+        odd.pop()
+        payload = server.embeddings(body).json()
+        payload["usage"]["prompt_tokens"] = 7
+        return httpx.Response(200, json=payload)
+
+    server.rules.append(unclear_once)
+    with embedder(server) as backend, pytest.warns(RuntimeWarning, match="could not tell"):
+        np.testing.assert_array_equal(backend.embed(TEXTS[:3]), eos_expected(TEXTS[:3]))
+        assert backend.endpoint_status()[0]["server_appends_eos"] is False

@@ -16,8 +16,9 @@ true over HTTP:
   serves llama-server's ``/tokenize``, each batch's texts, exactly as sent, are
   tokenized there first (without special tokens), and the embeddings answer's
   ``usage.prompt_tokens`` must equal that count plus one EOS per text if the
-  server appends it. On a mismatch the endpoint is probed again and the batch
-  redone; if it still does not add up, the call fails. Servers without
+  server appends it (or, after an unclear probe, as if it did: texts then go
+  out as they are). On a mismatch the endpoint is probed again and the batch
+  redone; if it still does not add up, the attempt fails and is retried. Servers without
   ``/tokenize`` (Docker Model Runner) cannot be checked this way:
   ``endpoint_status()`` says ``checks_tokens: False`` for them.
 * **No shifted vectors.** Each response must hold one vector per text, all
@@ -231,7 +232,7 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
                 appends, suffix = ep.appends_eos, ep.suffix
                 sent = [t + suffix for t in texts]
                 plain: int | None = None  # the texts' tokens, EOS not counted
-                checked = ep.tokenizes and appends is not None
+                checked = ep.tokenizes
                 if checked:
                     plain = self._token_count(ep, (yield self._tokenize_send(ep, sent)))
                 out = yield Send(ep, ep.embeddings_url, self._body(sent, ep.base64))
@@ -251,7 +252,10 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
                 if not checked:
                     return vectors  # nothing to check against (see the module's docstring)
                 # (plain is None: /tokenize is gone, so the server changed too.)
-                expected = None if plain is None else plain + (len(texts) if appends else 0)
+                # Texts sent as they are (appends True, or None: the probe was unclear)
+                # are right only if the server appends EOS to each.
+                expected = None if plain is None else plain + (
+                    0 if appends is False else len(texts))
                 got = _prompt_tokens(payload)
                 if got is not None and got == expected:
                     return vectors
@@ -261,13 +265,14 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
                 logger.warning(
                     "%s embedded %s tokens where %s were expected (%s text tokens%s)",
                     ep.display, got, expected, plain,
-                    " + one EOS per text, added by the server" if appends else "",
+                    "" if appends is False else " + one EOS per text, added by the server",
                 )
                 with ep.stats_lock:
                     ep.reprobes += 1
                     if ep.probed and ep.appends_eos == appends:
                         ep.probed = False
-            how = "one EOS per text added by the server" if appends else "EOS sent with each text"
+            how = ("EOS sent with each text" if appends is False
+                   else "one EOS per text added by the server")
             raise Retry(BadResponseError(
                 f"{ep.display} embedded {got} tokens for {len(texts)} text(s) of {plain} "
                 f"tokens, where {expected} were expected ({how}), even after probing it "
