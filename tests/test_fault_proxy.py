@@ -35,7 +35,7 @@ MODEL = "tiny-qwen3"
 TIMEOUT = 0.6  # seconds: each attempt's deadline
 BACKOFF = 0.01
 MAX_BACKOFF = 0.05
-SLACK = 1.0  # seconds of scheduling slack on 2 busy cores
+SLACK = 2.0  # seconds of scheduling slack on 2 busy cores
 POOL = [*SHORT[:4], "naïve café 東京 🙂", "a\u0301 combining", "x " * 300]
 
 

@@ -209,7 +209,9 @@ def test_sync_calls_reuse_one_connection(standin):
         for _ in range(3):
             emb.embed_documents(SHORT)
         emb.embed_query("one more")
-    assert len(standin.requests) == 1 + 3 * 2 + 1  # the probe, three calls of two batches, a query
+    # The probe (an embedding, and a /tokenize the stand-in, like Model Runner, does not
+    # serve), three calls of two batches, a query.
+    assert len(standin.requests) == 2 + 3 * 2 + 1
     assert len({r.client_port for r in standin.requests}) == 1
 
 

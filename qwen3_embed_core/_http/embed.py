@@ -186,11 +186,10 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
             )
             logger.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        # A broken /tokenize answer fails the probe: taking it for "not served" would
+        # leave a faulty EOS finding above unchecked.
         out = yield self._tokenize_send(ep, [EOS_TEXT])
-        try:
-            ep.tokenizes = self._token_count(ep, out) == 1
-        except BadResponseError:
-            ep.tokenizes = False  # some other /tokenize: not one to check answers with
+        ep.tokenizes = self._token_count(ep, out) == 1
         ep.appends_eos = appends
         ep.base64 = use_base64
         ep.probed = True
