@@ -816,3 +816,16 @@ def test_after_an_unclear_probe_the_counts_still_decide():
     with embedder(server) as backend, pytest.warns(RuntimeWarning, match="could not tell"):
         np.testing.assert_array_equal(backend.embed(TEXTS[:3]), eos_expected(TEXTS[:3]))
         assert backend.endpoint_status()[0]["server_appends_eos"] is False
+
+
+def test_rerank_answers_nested_too_deep_or_undecodable_are_our_errors(server):
+    deep = answer(200, b"[" * 200_000 + b"]" * 200_000)
+    server.rules.append(lambda r, b: deep if b.get("query") not in PROBE_QUERIES else None)
+    with reranker(server) as backend, pytest.raises(BadResponseError, match="not JSON"):
+        backend.score("q", ["a", "b"], DEFAULT_RERANK_INSTRUCTION)
+    server.rules = [lambda r, b: httpx.Response(
+        200, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        stream=httpx.ByteStream(b"{}")) if b.get("query") not in PROBE_QUERIES else None]
+    with reranker(server, max_retries=1) as backend, \
+            pytest.raises(BadResponseError, match="Content-Encoding"):
+        backend.score("q", ["a", "b"], DEFAULT_RERANK_INSTRUCTION)
