@@ -85,10 +85,11 @@ class LlamaServer:
     def base_url(self) -> str:
         return self.root + "/v1"
 
-    def start(self, timeout: float = 60.0) -> LlamaServer:
+    def start(self, timeout: float = 60.0, port: int | None = None) -> LlamaServer:
+        """Start it on a free port, or on ``port`` (a restart on the same URL)."""
         last = ""
         for _ in range(3):  # another process may grab the free port first
-            self.port = free_port()
+            self.port = free_port() if port is None else port
             cmd = [str(binary()), "-m", str(self.model_path), "--host", "127.0.0.1",
                    "--port", str(self.port), *self.args]
             with open(self.log_path, "wb") as log:

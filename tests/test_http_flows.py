@@ -54,6 +54,11 @@ def vector_of(text: str) -> np.ndarray:
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def fake_tokens(text: str) -> int:
+    """The fake tokenizer: a token per word, EOS_TEXT one token wherever it is."""
+    return len(text.replace(EOS_TEXT, f" {EOS_TEXT} ").split())
+
+
 def score_of(query: str, document: str) -> float:
     """The fake reranker: a P(yes) in (0.01, 0.99) fixed by the pair."""
     return 0.01 + 0.98 * (zlib.crc32(f"{query}\x00{document}".encode()) % 10_000) / 10_000
@@ -80,9 +85,14 @@ class FakeServer:
     or "rejected"; ``down``: hosts that refuse connections.
     """
 
-    def __init__(self, appends_eos: bool = True, base64_mode: str = "yes") -> None:
+    def __init__(self, appends_eos: bool = True, base64_mode: str = "yes",
+                 tokenizes: bool = False) -> None:
         self.appends_eos = appends_eos
         self.base64_mode = base64_mode
+        # llama-server's /tokenize; off: Model Runner's 404 (and vectors of the text as
+        # sent). On, usage.prompt_tokens counts what it embedded (fake_tokens, EOS
+        # appended as the file says) and vectors are of that sequence.
+        self.tokenizes = tokenizes
         self.requests: list[tuple[str, str, dict]] = []  # (host, path, json)
         self.rules: list[Rule] = []
         self.down: set[str] = set()
@@ -99,6 +109,14 @@ class FakeServer:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         body = json.loads(request.content)
         self.requests.append((host, request.url.path, body))
+        if request.url.path.endswith("/tokenize"):
+            if not self.tokenizes:
+                return plain(404, "not found")
+            content = body["content"]
+            pieces = content if isinstance(content, list) else [content]
+            n = sum(fake_tokens(t) for t in pieces)
+            n += bool(body.get("add_special")) and self.appends_eos
+            return httpx.Response(200, json={"tokens": list(range(n))})
         for rule in list(self.rules):
             answer = rule(request, body)
             if answer is not None:
@@ -116,11 +134,13 @@ class FakeServer:
             return llama_error(400, "unsupported encoding_format", "invalid_request_error")
         data = []
         for i, text in enumerate(texts):
-            v = vector_of(text)
+            v = vector_of(text + EOS_TEXT if self.tokenizes and self.appends_eos else text)
             value = (base64.b64encode(v.astype("<f4").tobytes()).decode()
                      if wants_base64 and self.base64_mode == "yes" else v.tolist())
             data.append({"object": "embedding", "index": i, "embedding": value})
         tokens = 1 + (1 if self.appends_eos else 0) if texts == [EOS_TEXT] else 7 * len(texts)
+        if self.tokenizes:
+            tokens = sum(fake_tokens(t) + self.appends_eos for t in texts)
         return httpx.Response(200, json={"object": "list", "data": data,
                                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
@@ -285,6 +305,7 @@ def test_503_twice_then_success(server):
 
 def test_gives_up_after_max_retries_with_the_count(server):
     server.rules.append(lambda r, b: None if b["input"] == [EOS_TEXT] else plain(503, "busy"))
+    # (the fake serves no /tokenize by default, like Model Runner)
     with embedder(server, max_retries=3) as backend, pytest.raises(ServerError) as info:
         backend.embed(TEXTS[:1])
     assert info.value.status == 503 and "gave up after 4 attempt(s)" in str(info.value)
@@ -305,7 +326,9 @@ def test_failover_to_the_live_endpoint(server):
         status = backend.endpoint_status()
     np.testing.assert_array_equal(got, expected(TEXTS))
     assert status[0]["down"] and status[0]["failures"] >= 1 and not status[0]["probed"]
-    assert status[1]["requests"] == 1 + 5 and len(server.of("/embeddings", "b.test")) == 6
+    # The probe is an embedding and a /tokenize request (which this fake, like Model
+    # Runner, does not serve), then the five batches.
+    assert status[1]["requests"] == 2 + 5 and len(server.of("/embeddings", "b.test")) == 6
 
 
 async def test_async_failover_and_order(server):
@@ -621,3 +644,188 @@ def test_closed_backends_refuse_work(server):
     backend.close()
     with pytest.raises(BackendError, match="closed"):
         backend.score("q", ["a"], DEFAULT_RERANK_INSTRUCTION)
+
+
+# -- every answer's token count checked against /tokenize (issue 18, item 1) -------------
+
+
+def eos_expected(texts: list[str]) -> np.ndarray:
+    """What a right client gets from the tokenizing fake: each text's vector with EOS."""
+    return np.stack([vector_of(t + EOS_TEXT) for t in texts])
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_server_that_changes_its_eos_handling_is_probed_again(first):
+    server = FakeServer(appends_eos=first, tokenizes=True)
+    with embedder(server, batch_size=3) as backend:
+        np.testing.assert_array_equal(backend.embed(TEXTS), eos_expected(TEXTS))
+        assert backend.endpoint_status()[0]["checks_tokens"] is True
+        server.appends_eos = not first  # restarted with the other file
+        np.testing.assert_array_equal(backend.embed(TEXTS), eos_expected(TEXTS))
+        status = backend.endpoint_status()[0]
+        assert status["server_appends_eos"] is (not first) and status["reprobes"] >= 1
+        server.appends_eos = first
+        np.testing.assert_array_equal(backend.embed(TEXTS[:2]), eos_expected(TEXTS[:2]))
+    tokenized = server.of("/tokenize")
+    assert all(j["add_special"] is False for j in tokenized)
+
+
+async def test_async_a_changed_server_is_probed_again():
+    server = FakeServer(appends_eos=True, tokenizes=True)
+    async with embedder(server, batch_size=2) as backend:
+        np.testing.assert_array_equal(await backend.aembed(TEXTS[:4]), eos_expected(TEXTS[:4]))
+        server.appends_eos = False
+        np.testing.assert_array_equal(await backend.aembed(TEXTS), eos_expected(TEXTS))
+        assert backend.endpoint_status()[0]["server_appends_eos"] is False
+
+
+def test_counts_that_never_add_up_are_refused_not_returned():
+    server = FakeServer(appends_eos=True, tokenizes=True)
+
+    def off_by_one(request: httpx.Request, body: dict) -> httpx.Response | None:
+        if body.get("input") in (None, [EOS_TEXT]):
+            return None
+        payload = server.embeddings(body).json()
+        payload["usage"]["prompt_tokens"] += 1
+        return httpx.Response(200, json=payload)
+
+    server.rules.append(off_by_one)
+    with embedder(server, max_retries=1) as backend, pytest.raises(BadResponseError) as info:
+        backend.embed(TEXTS[:2])
+    message = str(info.value)
+    assert "were expected" in message and "restarted with different GGUF" in message
+    assert "gave up after 2 attempt(s)" in message
+
+
+def test_an_answer_without_usage_is_probed_again_then_refused():
+    server = FakeServer(appends_eos=True, tokenizes=True)
+
+    def no_usage(request: httpx.Request, body: dict) -> httpx.Response | None:
+        if body.get("input") in (None, [EOS_TEXT]):
+            return None
+        payload = server.embeddings(body).json()
+        del payload["usage"]
+        return httpx.Response(200, json=payload)
+
+    server.rules.append(no_usage)
+    with embedder(server, max_retries=0) as backend, pytest.raises(BadResponseError):
+        backend.embed(TEXTS[:2])
+    assert backend.endpoint_status()[0]["reprobes"] == 2
+
+
+def test_a_server_that_stops_serving_tokenize_is_probed_again():
+    server = FakeServer(appends_eos=True, tokenizes=True)
+    with embedder(server) as backend:
+        backend.embed(TEXTS[:2])
+        server.tokenizes = False  # now Model Runner-like: 404, vectors of the text sent
+        server.appends_eos = True
+        got = backend.embed(TEXTS[:2])
+        assert backend.endpoint_status()[0]["checks_tokens"] is False
+    np.testing.assert_array_equal(got, expected(TEXTS[:2]))
+
+
+# -- answers that are not what the API promises (issue 18) ---------------------------------
+
+
+def answer(status: int, content: bytes, **headers: str) -> httpx.Response:
+    return httpx.Response(status, content=content,
+                          headers={"Content-Type": "application/json", **headers})
+
+
+def test_a_body_that_is_not_the_gzip_it_says_is_retried_then_our_error(server):
+    def bad() -> httpx.Response:  # a stream, so httpx decodes it when the client reads it
+        return httpx.Response(200, headers={"Content-Type": "application/json",
+                                            "Content-Encoding": "gzip"},
+                              stream=httpx.ByteStream(b'{"not": "gzip"}'))
+
+    used = []
+    server.rules.append(lambda r, b: None if used or b.get("input") == [EOS_TEXT]
+                        else used.append(1) or bad())
+    with embedder(server) as backend:  # once: retried, then right
+        np.testing.assert_array_equal(backend.embed(TEXTS[:2]), expected(TEXTS[:2]))
+    server.rules = [lambda r, b: bad() if b.get("input") != [EOS_TEXT] else None]
+    with embedder(server, max_retries=1) as backend, pytest.raises(BadResponseError) as info:
+        backend.embed(TEXTS[:2])
+    assert "Content-Encoding" in str(info.value) and "gave up after 2 attempt(s)" in str(info.value)
+
+
+@pytest.mark.parametrize("status, exc", [(200, BadResponseError), (500, ServerError)])
+def test_deeply_nested_json_is_our_error(server, status, exc):
+    server.rules.append(once(answer(status, b"[" * 200_000 + b"]" * 200_000), "/embeddings"))
+    with embedder(server) as backend, pytest.raises(exc):
+        backend.embed(TEXTS[:2])
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        (True, r"holding True \(bool\), not a number"),
+        ("1", r"holding '1' \(str\), not a number"),
+        (None, r"holding None"),
+        (float("nan"), "non-finite"),
+        (float("inf"), "non-finite"),
+        (1e39, "non-finite"),  # past float32
+        (10**400, "non-finite"),  # past float64
+    ],
+)
+def test_vectors_of_anything_but_finite_numbers_are_refused(value, match):
+    server = FakeServer(base64_mode="ignored")  # vectors as JSON lists
+
+    def mangled(request: httpx.Request, body: dict) -> httpx.Response | None:
+        if body.get("input") == [EOS_TEXT]:
+            return None
+        payload = server.embeddings(body).json()
+        payload["data"][1]["embedding"][3] = value
+        return answer(200, json.dumps(payload).encode())  # NaN and Infinity as Python writes
+
+    server.rules.append(mangled)
+    with embedder(server) as backend, pytest.raises(BadResponseError, match=match):
+        backend.embed(TEXTS[:2])
+
+
+def test_non_finite_base64_vectors_are_refused(server):
+    nan = base64.b64encode(np.full(WIDTH, np.nan, "<f4").tobytes()).decode()
+
+    def mangled(request: httpx.Request, body: dict) -> httpx.Response | None:
+        if body.get("input") == [EOS_TEXT]:
+            return None
+        payload = server.embeddings(body).json()
+        payload["data"][0]["embedding"] = nan
+        return httpx.Response(200, json=payload)
+
+    server.rules.append(mangled)
+    with embedder(server) as backend, pytest.raises(BadResponseError, match="non-finite"):
+        backend.embed(TEXTS[:2])
+
+
+def test_after_an_unclear_probe_the_counts_still_decide():
+    """A probe answer that says neither 1 nor 2 (a fault on the way) leaves texts as they
+    are; the answers' counts then show a server that does not append EOS."""
+    server = FakeServer(appends_eos=False, tokenizes=True)
+    odd = [1]
+
+    def unclear_once(request: httpx.Request, body: dict) -> httpx.Response | None:
+        if body.get("input") != [EOS_TEXT] or not odd:
+            return None
+        odd.pop()
+        payload = server.embeddings(body).json()
+        payload["usage"]["prompt_tokens"] = 7
+        return httpx.Response(200, json=payload)
+
+    server.rules.append(unclear_once)
+    with embedder(server) as backend, pytest.warns(RuntimeWarning, match="could not tell"):
+        np.testing.assert_array_equal(backend.embed(TEXTS[:3]), eos_expected(TEXTS[:3]))
+        assert backend.endpoint_status()[0]["server_appends_eos"] is False
+
+
+def test_rerank_answers_nested_too_deep_or_undecodable_are_our_errors(server):
+    deep = answer(200, b"[" * 200_000 + b"]" * 200_000)
+    server.rules.append(lambda r, b: deep if b.get("query") not in PROBE_QUERIES else None)
+    with reranker(server) as backend, pytest.raises(BadResponseError, match="not JSON"):
+        backend.score("q", ["a", "b"], DEFAULT_RERANK_INSTRUCTION)
+    server.rules = [lambda r, b: httpx.Response(
+        200, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        stream=httpx.ByteStream(b"{}")) if b.get("query") not in PROBE_QUERIES else None]
+    with reranker(server, max_retries=1) as backend, \
+            pytest.raises(BadResponseError, match="Content-Encoding"):
+        backend.score("q", ["a", "b"], DEFAULT_RERANK_INSTRUCTION)

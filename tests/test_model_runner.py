@@ -185,7 +185,10 @@ def test_batches_by_count_keep_input_order(standin, reference):
     assert len(embeds) == -(-len(MANY) // 5)
     assert all(len(r.inputs) <= 5 for r in embeds)
     assert sorted(t for r in embeds for t in r.inputs) == sorted(MANY)  # each text once, unchanged
-    assert {r.path for r in standin.requests} == {"/engines/llama.cpp/v1/embeddings"}
+    # Beside the embeddings route only the probe's /tokenize (404 at Model Runner).
+    assert {r.path for r in standin.requests} == {"/engines/llama.cpp/v1/embeddings",
+                                                  "/engines/llama.cpp/tokenize"}
+    assert len(standin.of_kind("tokenize")) == 1
     assert all(r.json["encoding_format"] == "base64" and r.json["model"] == MODEL for r in embeds)
     assert cosines(got, [reference.embed(t) for t in MANY]).min() >= COS_MIN
 
@@ -209,7 +212,9 @@ def test_sync_calls_reuse_one_connection(standin):
         for _ in range(3):
             emb.embed_documents(SHORT)
         emb.embed_query("one more")
-    assert len(standin.requests) == 1 + 3 * 2 + 1  # the probe, three calls of two batches, a query
+    # The probe (an embedding, and a /tokenize the stand-in, like Model Runner, does not
+    # serve), three calls of two batches, a query.
+    assert len(standin.requests) == 2 + 3 * 2 + 1
     assert len({r.client_port for r in standin.requests}) == 1
 
 
@@ -218,7 +223,7 @@ async def test_async_calls_reuse_one_connection(standin):
                                           max_concurrency=1) as emb:
         for _ in range(3):
             await emb.aembed_documents(SHORT)
-    assert len(standin.requests) == 1 + 3 * 2
+    assert len(standin.requests) == 2 + 3 * 2  # the probe's two requests, three calls of two
     assert len({r.client_port for r in standin.requests}) == 1
 
 

@@ -7,6 +7,7 @@ which answers exactly as Model Runner and llama-server document.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import ssl
 import subprocess
@@ -443,3 +444,35 @@ def test_tls_is_verified_by_default(tls_standin, reference):
         assert_right(emb.embed_documents(TEXTS), TEXTS, reference)
     with Qwen3Embedder.model_runner(MODEL, base_url=standin.url, verify=False) as emb:
         assert_right(emb.embed_documents(TEXTS), TEXTS, reference)
+
+
+# -- a server restarted on the same URL with the other GGUF flavour (issue 18, item 1) ---------
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_restart_with_the_other_eos_flavour_keeps_vectors_right(
+    tiny_model, tiny_model_no_eos, reference, tmp_path, use_async
+):
+    """Same weights, with and without add_eos_token, served in turn on one port: the
+    client's vectors stay equal to the reference (the EOS probe was once per endpoint)."""
+    texts = [*TEXTS, "naïve café 東京"]
+    want = [reference.embed(t) for t in texts]
+    files = [tiny_model, tiny_model_no_eos, tiny_model]
+    first = LlamaServer(files[0], tmp_path, name="restart-0").start()
+    port, server = first.port, first
+    emb = http_embedder(first.base_url, max_retries=3)
+    try:
+        for k, path in enumerate(files):
+            if k:
+                server.stop()
+                server = LlamaServer(path, tmp_path, name=f"restart-{k}").start(port=port)
+            got = (asyncio.run(emb.aembed_documents(texts)) if use_async
+                   else emb.embed_documents(texts))
+            assert cosines(got, want).min() >= COS_MIN, path.name
+            status = emb.backend.endpoint_status()[0]
+            assert status["checks_tokens"] is True
+            assert status["server_appends_eos"] is (path == tiny_model)
+        assert emb.backend.endpoint_status()[0]["reprobes"] >= 2
+    finally:
+        emb.close()
+        server.stop()

@@ -31,15 +31,27 @@ def json_size(text: str) -> int:
     return len(json.dumps(text, ensure_ascii=False).encode("utf-8"))
 
 
+# What :func:`loads` answers for a body that is not (usable) JSON.
+_NOT_JSON: Any = object()
+
+
+def loads(content: bytes) -> Any:
+    """The JSON value of a body, or ``_NOT_JSON``: for bytes that are not JSON, and for
+    JSON nested too deeply for Python's parser (RecursionError), which no API answers."""
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return _NOT_JSON
+
+
 def json_payload(resp: httpx.Response, route: str, key: str, what: str) -> dict[str, Any]:
     """The JSON object of a 2xx answer, which must hold a list under ``key``."""
     status = resp.status_code
-    try:
-        payload = json.loads(resp.content)
-    except ValueError:
+    payload = loads(resp.content)
+    if payload is _NOT_JSON:
         raise BadResponseError(
             f"{route} answered {status} with a body that is not JSON: {excerpt(resp.text)!r}"
-        ) from None
+        )
     if not isinstance(payload, dict) or not isinstance(payload.get(key), list):
         raise BadResponseError(
             f"{route} answered {status} without a {key!r} list of {what}: "
@@ -76,7 +88,12 @@ def _indexed(
 
 
 def decode_vector(value: object, where: str) -> np.ndarray:
-    """One embedding, base64 float32 or a list of numbers; ``where`` starts the message."""
+    """One embedding, base64 float32 or a list of numbers; ``where`` starts the message.
+
+    Only JSON numbers count: ``true`` or ``"1"`` would pass numpy's conversion as
+    1.0, and NaN or infinity (Python's JSON reader takes ``NaN``) is no vector either.
+    """
+    vec: np.ndarray | None = None
     if isinstance(value, str):
         try:
             raw = base64.b64decode(value, validate=True)
@@ -86,22 +103,36 @@ def decode_vector(value: object, where: str) -> np.ndarray:
             raise BadResponseError(
                 f"{where} of {len(raw)} bytes, not a whole number of float32 values"
             )
-        return np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    if isinstance(value, list) and value and isinstance(value[0], list):
+        vec = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    elif isinstance(value, list) and value and isinstance(value[0], list):
         raise BadResponseError(
             f"{where} with one vector per token: the server is not pooling. Start "
             "llama-server with --pooling last (Qwen3-Embedding pools the last token)"
         )
-    if isinstance(value, list) and value:
+    elif isinstance(value, list) and value:
+        wrong = [x for x in value if type(x) is not float and type(x) is not int][:1]
+        if wrong:
+            bad = wrong[0]
+            raise BadResponseError(
+                f"{where} holding {excerpt(repr(bad))[:40]} ({type(bad).__name__}), "
+                "not a number: refusing to read it as one"
+            )
         try:
-            vec = np.asarray(value, dtype=np.float32)
-        except (TypeError, ValueError):
-            vec = None
-        if vec is not None and vec.ndim == 1:
-            return vec
-    raise BadResponseError(
-        f"{where} that is {excerpt(repr(value))[:60]}, not a list of numbers or base64"
-    )
+            with np.errstate(over="ignore"):  # too large for float32: inf, refused below
+                vec = np.asarray(value, dtype=np.float64).astype(np.float32)
+        except OverflowError:  # an integer too large even for float64
+            vec = np.array([np.inf], dtype=np.float32)
+    if vec is None:
+        raise BadResponseError(
+            f"{where} that is {excerpt(repr(value))[:60]}, not a list of numbers or base64"
+        )
+    if not np.isfinite(vec).all():
+        raise BadResponseError(
+            f"{where} holding {int((~np.isfinite(vec)).sum())} non-finite value(s) "
+            "(NaN or infinity, or a number too large for float32): the server's computation "
+            "failed; refusing the vector"
+        )
+    return vec
 
 
 def parse_embeddings(

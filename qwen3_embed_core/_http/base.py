@@ -95,8 +95,16 @@ class HttpBackend(Generic[E]):
                 http://localhost:12434.
             base_urls: several such endpoints instead; requests are spread and failed over.
             api_key: sent as a bearer token, never logged or shown.
-            timeout: seconds to wait for an answer.
-            connect_timeout: seconds to wait for a connection.
+            timeout: seconds one attempt may take in all, from connecting to the last
+                byte of the answer (with the endpoint's one-time probe, and the
+                /tokenize request that checks the answer, on llama-server). It is a
+                deadline of our own: httpx's timeouts bound each read, so a server
+                that trickles bytes would hold a call for ever. Retries add to it: a
+                call lasts at most (max_retries + 1) x len(endpoints) x timeout, plus
+                the backoff sleeps between rounds (each at most max_backoff), plus
+                waits for a free slot when it has more batches than
+                max_concurrency x len(endpoints).
+            connect_timeout: seconds to wait for a connection (within timeout).
             max_retries: further rounds over the endpoints after a retryable failure.
             batch_size: inputs (texts or documents) per request.
             max_concurrency: requests in flight per endpoint.
@@ -150,7 +158,7 @@ class HttpBackend(Generic[E]):
         """Every setting, frozen."""
         return self._config
 
-    timeout: _Setting[float] = _Setting()  # seconds to wait for an answer
+    timeout: _Setting[float] = _Setting()  # seconds one attempt may take, all of it
     connect_timeout: _Setting[float] = _Setting()  # seconds to wait for a connection
     max_retries: _Setting[int] = _Setting()  # further rounds after a retryable failure
     batch_size: _Setting[int] = _Setting()  # inputs per request

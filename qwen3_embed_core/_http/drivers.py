@@ -17,10 +17,16 @@ import httpx
 
 from .._errors import Qwen3EmbedError
 from .config import HttpConfig
-from .flows import Endpoint, Flow, Op, Outcome, Probe, Send, Sleep, count_send
+from .deadline import bound_client, request_deadline
+from .flows import Endpoint, Flow, Op, Outcome, Probe, Send, Sleep, count_send, within
 from .responses import InputFault, Retry
 
 T = TypeVar("T")
+
+
+def _expired() -> httpx.TimeoutException:
+    """The outcome of a request whose deadline passed (worded by ``responses.check``)."""
+    return httpx.ReadTimeout("the request's deadline (timeout=) passed")
 
 
 @dataclass
@@ -74,6 +80,8 @@ class Drivers:
             follow_redirects=False,
             transport=transport,
         )
+        # httpx's timeouts are per operation; this bounds each request as a whole.
+        self.bounded = bound_client(self._client)
         self._pool: ThreadPoolExecutor | None = None
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
@@ -111,13 +119,30 @@ class Drivers:
                 f.cancel()
             raise
 
+    def _deadline(self, op: Send) -> float:
+        return time.monotonic() + self._config.timeout if op.deadline is None else op.deadline
+
+    def _timeouts(self, left: float) -> httpx.Timeout:
+        """httpx's per-operation timeouts, none longer than the ``left`` seconds."""
+        return httpx.Timeout(
+            min(self._config.timeout, left), connect=min(self._config.connect_timeout, left),
+            pool=None,
+        )
+
     def _do(self, op: Op) -> Outcome:
         if isinstance(op, Send):
+            deadline = self._deadline(op)
             with op.endpoint.sem:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return _expired()
                 count_send(op)
                 try:
-                    return self._client.post(op.url, content=op.body)
-                except httpx.TransportError as exc:
+                    with request_deadline(deadline):
+                        return self._client.post(
+                            op.url, content=op.body, timeout=self._timeouts(left)
+                        )
+                except httpx.RequestError as exc:  # transport faults, undecodable bodies
                     return exc
         if isinstance(op, Sleep):
             time.sleep(op.seconds)
@@ -130,7 +155,7 @@ class Drivers:
             if ep.probed:
                 return None
             try:
-                self.run(op.flow())
+                self.run(within(op.flow(), op.deadline))
             except (Retry, InputFault, Qwen3EmbedError) as exc:
                 return exc  # raised in the flow, which words it
         return None
@@ -201,12 +226,23 @@ class Drivers:
 
     async def _ado(self, op: Op, state: _LoopState) -> Outcome:
         if isinstance(op, Send):
+            deadline = self._deadline(op)
             async with state.sems[id(op.endpoint)]:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return _expired()
                 count_send(op)
                 try:
-                    return await state.client.post(op.url, content=op.body)
-                except httpx.TransportError as exc:
+                    # wait_for cancels the request at the deadline, however the
+                    # server trickles its answer.
+                    return await asyncio.wait_for(
+                        state.client.post(op.url, content=op.body, timeout=self._timeouts(left)),
+                        left,
+                    )
+                except httpx.RequestError as exc:
                     return exc
+                except asyncio.TimeoutError:
+                    return _expired()
         if isinstance(op, Sleep):
             await asyncio.sleep(op.seconds)
             return None
@@ -215,7 +251,7 @@ class Drivers:
             if ep.probed:
                 return None
             try:
-                await self._arun(op.flow(), state)
+                await self._arun(within(op.flow(), op.deadline), state)
             except (Retry, InputFault, Qwen3EmbedError) as exc:
                 return exc
         return None

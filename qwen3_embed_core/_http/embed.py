@@ -10,6 +10,17 @@ true over HTTP:
   has it. Once per endpoint we embed exactly ``<|endoftext|>`` and read
   ``usage.prompt_tokens``: 2 means the server appends EOS itself, 1 means it
   doesn't and we append the literal text to every input.
+* **Every answer checked against that.** A server restarted on the same URL
+  with another file (same weights, without ``add_eos_token``) would make the
+  probe's finding stale, and every vector after it wrong. So where the server
+  serves llama-server's ``/tokenize``, each batch's texts, exactly as sent, are
+  tokenized there first (without special tokens), and the embeddings answer's
+  ``usage.prompt_tokens`` must equal that count plus one EOS per text if the
+  server appends it (or, after an unclear probe, as if it did: texts then go
+  out as they are). On a mismatch the endpoint is probed again and the batch
+  redone; if it still does not add up, the attempt fails and is retried. Servers without
+  ``/tokenize`` (Docker Model Runner) cannot be checked this way:
+  ``endpoint_status()`` says ``checks_tokens: False`` for them.
 * **No shifted vectors.** Each response must hold one vector per text, all
   of the model's width, each ``index`` exactly once; order is restored from
   ``index``. Anything else is an error.
@@ -21,7 +32,6 @@ true over HTTP:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import warnings
@@ -38,13 +48,24 @@ from .._qwen3 import (
     MODEL_RUNNER_MODEL,
     dimensions_for_model,
 )
-from .answers import json_body, json_size, parse_embeddings
+from .answers import json_body, json_size, loads, parse_embeddings
 from .base import HttpBackend
-from .flows import Endpoint, Flow, Send, batches, locate
-from .responses import InputFault, check, excerpt
+from .flows import Endpoint, Flow, Probe, Send, batches, locate
+from .responses import RETRY_STATUSES, InputFault, Retry, check, excerpt
 from .urls import embeddings_url, redact_url, tokenize_url
 
 logger = logging.getLogger("qwen3_embed_core.http")
+
+# Tries of one batch on one endpoint when its token count does not add up: the
+# first, then one after probing again (a server restarted with another file).
+_REDOS = 2
+
+
+def _prompt_tokens(payload: dict[str, object]) -> int | None:
+    """``usage.prompt_tokens`` of an embeddings answer: the tokens it embedded in all."""
+    usage = payload.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
 
 
 class EmbedEndpoint(Endpoint):
@@ -58,6 +79,9 @@ class EmbedEndpoint(Endpoint):
         self.tokenize_display = redact_url(self.tokenize_url)
         self.appends_eos: bool | None = None  # None: not probed, or no clear answer
         self.base64 = True
+        # Whether it serves /tokenize, so each answer's token count can be checked.
+        self.tokenizes = False
+        self.reprobes = 0  # probes again after an answer's token count did not add up
 
     @property
     def suffix(self) -> str:
@@ -88,6 +112,8 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
             **super()._status(ep, now),
             "server_appends_eos": ep.appends_eos,
             "base64": ep.base64 if ep.probed else None,
+            "checks_tokens": ep.tokenizes if ep.probed else None,
+            "reprobes": ep.reprobes,
         }
 
     def endpoint_status(self) -> list[dict[str, object]]:
@@ -95,8 +121,11 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
 
         ``server_appends_eos``: True/False once probed (None before, or when
         the server's answer was unclear); ``base64``: whether vectors come
-        base64-encoded; ``requests``/``failures``: counts; ``down``: refused
-        a connection recently, so it is tried last.
+        base64-encoded; ``checks_tokens``: whether each answer's
+        ``usage.prompt_tokens`` is checked against the server's ``/tokenize``;
+        ``reprobes``: probes made again because a count did not add up;
+        ``requests``/``failures``: counts; ``down``: refused a connection
+        recently, so it is tried last.
         """
         return super().endpoint_status()
 
@@ -142,8 +171,7 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
         assert isinstance(data, list) and isinstance(data[0], dict)
         if not isinstance(data[0].get("embedding"), str):
             use_base64 = False  # the server ignored encoding_format
-        usage = payload.get("usage")
-        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        tokens = _prompt_tokens(payload)
         appends: bool | None = None
         if tokens == EOS_PROBE_SERVER_APPENDS:
             appends = True
@@ -158,31 +186,99 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
             )
             logger.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        # A broken /tokenize answer fails the probe: taking it for "not served" would
+        # leave a faulty EOS finding above unchecked.
+        out = yield self._tokenize_send(ep, [EOS_TEXT])
+        ep.tokenizes = self._token_count(ep, out) == 1
         ep.appends_eos = appends
         ep.base64 = use_base64
         ep.probed = True
-        logger.info("%s: server appends EOS: %s; base64: %s", ep.display, appends, use_base64)
+        logger.info("%s: server appends EOS: %s; base64: %s; answers checked: %s",
+                    ep.display, appends, use_base64, ep.tokenizes)
+
+    def _tokenize_send(self, ep: EmbedEndpoint, texts: list[str]) -> Send:
+        """Tokenize ``texts`` as the embeddings route does, without adding EOS: llama-server
+        tokenizes each string of a ``content`` list apart and joins the tokens."""
+        body = json_body({"content": texts, "add_special": False, "parse_special": True})
+        return Send(ep, ep.tokenize_url, body)
+
+    def _token_count(self, ep: EmbedEndpoint, out: httpx.Response | BaseException) -> int | None:
+        """Tokens in a ``/tokenize`` answer; None if the server does not serve it. Raises
+        :class:`Retry` for a fault worth retrying, as every request does."""
+        if isinstance(out, httpx.Response) and out.status_code not in RETRY_STATUSES and not (
+            200 <= out.status_code < 300
+        ):
+            return None  # not llama-server (Model Runner routes no /tokenize)
+        resp = check(self._config, out, ep.display, ep.tokenize_display)
+        body = loads(resp.content)
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        if not isinstance(tokens, list):
+            raise BadResponseError(
+                f"{ep.tokenize_display} answered {resp.status_code} without a 'tokens' "
+                f"list: {excerpt(resp.text)!r}"
+            )
+        return len(tokens)
 
     def _embed_attempt(
         self, texts: list[str], start: int
     ) -> Callable[[EmbedEndpoint], Flow[np.ndarray]]:
         def attempt(ep: EmbedEndpoint) -> Flow[np.ndarray]:
-            suffix = ep.suffix
-            body = self._body([t + suffix for t in texts], ep.base64)
-            out = yield Send(ep, ep.embeddings_url, body)
-            try:
-                resp = self._check(ep, out)
-            except InputFault as fault:
-                raise (
-                    yield from locate(
-                        self._config, ep, [len(t) for t in texts], start, fault,
-                        lambda i: Send(
-                            ep, ep.embeddings_url, self._body([texts[i] + suffix], ep.base64)
-                        ),
-                        ep.embeddings_display,
-                    )
-                ) from None
-            return self._parse(ep, resp, len(texts))[0]
+            for redo in range(_REDOS):
+                if redo:
+                    failure = yield Probe(ep, lambda: self._probe_flow(ep))
+                    if failure is not None:
+                        raise failure
+                appends, suffix = ep.appends_eos, ep.suffix
+                sent = [t + suffix for t in texts]
+                plain: int | None = None  # the texts' tokens, EOS not counted
+                checked = ep.tokenizes
+                if checked:
+                    plain = self._token_count(ep, (yield self._tokenize_send(ep, sent)))
+                out = yield Send(ep, ep.embeddings_url, self._body(sent, ep.base64))
+                try:
+                    resp = self._check(ep, out)
+                except InputFault as fault:
+                    raise (
+                        yield from locate(
+                            self._config, ep, [len(t) for t in texts], start, fault,
+                            lambda i, sent=sent: Send(  # type: ignore[misc]
+                                ep, ep.embeddings_url, self._body([sent[i]], ep.base64)
+                            ),
+                            ep.embeddings_display,
+                        )
+                    ) from None
+                vectors, payload = self._parse(ep, resp, len(texts))
+                if not checked:
+                    return vectors  # nothing to check against (see the module's docstring)
+                # (plain is None: /tokenize is gone, so the server changed too.)
+                # Texts sent as they are (appends True, or None: the probe was unclear)
+                # are right only if the server appends EOS to each.
+                expected = None if plain is None else plain + (
+                    0 if appends is False else len(texts))
+                got = _prompt_tokens(payload)
+                if got is not None and got == expected:
+                    return vectors
+                # The server no longer does what its probe showed (restarted with another
+                # file?): these vectors may be pooled on the wrong token. Probe again
+                # (unless another request already did) and redo the batch.
+                logger.warning(
+                    "%s embedded %s tokens where %s were expected (%s text tokens%s)",
+                    ep.display, got, expected, plain,
+                    "" if appends is False else " + one EOS per text, added by the server",
+                )
+                with ep.stats_lock:
+                    ep.reprobes += 1
+                    if ep.probed and ep.appends_eos == appends:
+                        ep.probed = False
+            how = ("EOS sent with each text" if appends is False
+                   else "one EOS per text added by the server")
+            raise Retry(BadResponseError(
+                f"{ep.display} embedded {got} tokens for {len(texts)} text(s) of {plain} "
+                f"tokens, where {expected} were expected ({how}), even after probing it "
+                f"again: its answers do not show the tokens the probe and /tokenize say, so "
+                "the vectors may be pooled on the wrong token and are refused. Is the server "
+                "being restarted with different GGUF files?"
+            ))
 
         return attempt
 
@@ -200,10 +296,10 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
                 )
             resp = check(self._config, out, ep.display, ep.tokenize_display)
             try:
-                tokens = json.loads(resp.content)["tokens"]
+                tokens = loads(resp.content)["tokens"]
                 if not isinstance(tokens, list):
                     raise TypeError
-            except (ValueError, KeyError, TypeError):
+            except (KeyError, TypeError):
                 raise BadResponseError(
                     f"{ep.tokenize_display} answered {resp.status_code} without a "
                     f"'tokens' list: {excerpt(resp.text)!r}"

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -60,11 +60,16 @@ E = TypeVar("E", bound=Endpoint)
 @dataclass
 class Send:
     """POST ``body`` (JSON bytes) to ``url`` on ``endpoint``; the driver answers
-    with the read ``httpx.Response`` or the ``httpx.TransportError`` raised."""
+    with the read ``httpx.Response`` or the ``httpx.RequestError`` raised.
+
+    ``deadline``: the ``time.monotonic()`` instant by which the whole exchange must
+    be over (set by :func:`retrying` for each attempt; None: ``timeout`` from now).
+    """
 
     endpoint: Endpoint
     url: str
     body: bytes
+    deadline: float | None = None
 
 
 @dataclass
@@ -81,13 +86,14 @@ class Probe:
 
     endpoint: Endpoint
     flow: Callable[[], Generator[Op, Any, None]]
+    deadline: float | None = None  # for the probe's requests, as Send's
 
 
 Op = Send | Sleep | Probe
 Flow = Generator[Op, Any, T]
 # What a driver answers to an operation.
 Outcome = (
-    httpx.Response | httpx.TransportError | Qwen3EmbedError
+    httpx.Response | httpx.RequestError | Qwen3EmbedError
     | Retry | InputFault | None
 )
 
@@ -133,6 +139,10 @@ def retrying(
     and after a full round wait (backoff) and go round again, up to max_retries.
 
     ``probe`` runs once per endpoint before its first attempt (see :class:`Probe`).
+    Each attempt, its probe included, must be over within ``config.timeout``
+    seconds: its requests share that deadline. So a call lasts at most
+    ``(max_retries + 1) * len(endpoints) * timeout`` seconds plus the backoff
+    sleeps between rounds.
     """
     last: Retry | None = None
     tries = 0
@@ -144,12 +154,13 @@ def retrying(
             )
         for ep in rotation(endpoints, first):
             tries += 1
+            deadline = time.monotonic() + config.timeout
             try:
                 if probe is not None and not ep.probed:
-                    failure = yield Probe(ep, _bind(probe, ep))
+                    failure = yield Probe(ep, _bind(probe, ep), deadline)
                     if failure is not None:
                         raise failure
-                return (yield from attempt(ep))
+                return (yield from within(attempt(ep), deadline))
             except Retry as retry:
                 last = retry
                 with ep.stats_lock:
@@ -161,6 +172,19 @@ def retrying(
                 raise input_error(config, ep.display, fault, None, None) from None
     assert last is not None
     raise last.exhausted(tries, config.max_retries)
+
+
+def within(flow: Flow[T], deadline: float | None) -> Flow[T]:
+    """``flow`` with ``deadline`` on each of its requests (and probes) that has none."""
+    try:
+        op = next(flow)
+        while True:
+            if isinstance(op, (Send, Probe)) and op.deadline is None:
+                op = replace(op, deadline=deadline)
+            op = flow.send((yield op))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
 
 
 def _bind(probe: Callable[[E], Flow[None]], ep: E) -> Callable[[], Flow[None]]:

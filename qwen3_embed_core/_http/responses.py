@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from .._errors import (
+    BadResponseError,
     InvalidInputError,
     ModelNotFoundError,
     Qwen3EmbedError,
@@ -142,7 +143,7 @@ def error_fields(resp: httpx.Response) -> tuple[str, str | None, dict[str, Any]]
     text = resp.text
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's parser
         return text.strip(), None, {}
     if isinstance(obj, dict):
         err = obj.get("error")
@@ -198,9 +199,19 @@ def transport_error(config: HttpConfig, where: str, exc: BaseException) -> Excep
     if isinstance(exc, httpx.TimeoutException):
         return Retry(
             ServerUnavailableError(
-                f"{where} did not answer within {config.timeout:g} s (timeout): the server may "
-                "be overloaded or still loading the model; raise timeout=, lower batch_size=, "
-                "or add endpoints"
+                f"{where} did not answer within {config.timeout:g} s (timeout=, which bounds "
+                "an attempt from connecting to the answer's last byte): the server may "
+                "be overloaded, still loading the model, or sending its answer too slowly; "
+                "raise timeout=, lower batch_size=, or add endpoints"
+            )
+        )
+    if isinstance(exc, httpx.DecodingError):
+        # Often a proxy's fault, and a broken transfer can be: worth another try.
+        return Retry(
+            BadResponseError(
+                f"{where} answered a body that does not decode as its Content-Encoding "
+                f"header says ({detail}): a proxy or gateway between here and the server "
+                "may be mangling answers"
             )
         )
     return Retry(
