@@ -174,7 +174,7 @@ def test_backoff_is_exponential_with_jitter_and_capped():
 @pytest.mark.parametrize("arg", ["backoff", "max_backoff"])
 def test_negative_backoff_is_refused_at_construction(arg):
     # Not at the first retry, where time.sleep would raise mid-call.
-    with pytest.raises(ConfigurationError, match=f"{arg}= must be a non-negative number"):
+    with pytest.raises(ConfigurationError, match=f"option {arg}=-1.0 is out of range: it must be a finite number >= 0"):
         ModelRunnerBackend(MODEL, base_url="http://127.0.0.1:9/v1", **{arg: -1.0})
     ModelRunnerBackend(MODEL, base_url="http://127.0.0.1:9/v1", **{arg: 0}).close()
 
