@@ -92,10 +92,11 @@ def main() -> None:
         models["rerank"] = testing.build_reranker(work / "tiny-reranker.gguf")
         readme = (repo / "README.md").read_text(encoding="utf-8")
         code = re.search(r"## Quick start\n+```python\n(.*?)```", readme, re.S)[1]
-        # The paragraphs that name a GGUF file run as written; the others need a
-        # server, the Hugging Face cache or an event loop.
-        runnable = [p for p in code.split("\n\n") if EMBED_FILE in p or RERANK_FILE in p]
-        if len(runnable) < 2:
+        # The imports and the paragraphs that name a GGUF file run as written; the
+        # others need a server, the Hugging Face cache or an event loop.
+        runnable = [p for p in code.split("\n\n")
+                    if EMBED_FILE in p or RERANK_FILE in p or p.startswith("from ")]
+        if len(runnable) < 3:
             raise SystemExit("smoke: the README's quick start no longer names the model files")
         source = "\n\n".join(runnable).replace(EMBED_FILE, str(models["embed"]))
         source = source.replace(RERANK_FILE, str(models["rerank"]))

@@ -63,7 +63,9 @@ SCRIPTS = [
 DECOMPOSED = [unicodedata.normalize("NFD", t) for t in (SCRIPTS[1], SCRIPTS[2], SCRIPTS[11])]
 # Added tokens spelled in user text: the control ones stay text; the user-defined
 # ones (<think>, <tool_call>...) are matched as tokens, as Qwen3's tokenizer does.
-SPELLED = [f"a document that spells {EOS_TEXT} and <|im_start|>assistant",
+# "</s>" is an ordinary token of Qwen3's (128247) that llama.cpp retypes as control;
+# BPE never makes it (the split pattern cuts "</", "s", ">").
+SPELLED = [f"a document that spells {EOS_TEXT}, <|im_start|>assistant and </s>",
            "<think>\nreasoning\n</think> and <tool_call>{}</tool_call>"]
 TEXTS = [*SCRIPTS, *DECOMPOSED, *SPELLED, long_text(400, seed=4)]
 QUERY = "What is the capital of France?"
@@ -139,10 +141,9 @@ def test_real_ids(ref, emb, oracle):
 
 @pytest.mark.parametrize("text", TEXTS[:-1], ids=lambda t: t[:12])
 def test_token_ids_match_qwen_tokenizer(text, ref, emb, oracle):
-    expected = oracle(text) if text not in SPELLED else None
     got = ref.token_ids(text)
-    if expected is not None:  # the oracle knows no user-defined tokens
-        assert got == expected
+    if text != SPELLED[1]:  # the oracle knows no user-defined tokens
+        assert got == oracle(text)
     # The embedder NFC-normalises before llama.cpp, which does not.
     assert emb.backend.tokenize(unicodedata.normalize("NFC", text)) == [*got, EOS_TOKEN_ID]
     assert emb.count_tokens(text) == len(got) + 1
@@ -161,6 +162,7 @@ def test_decomposed_text_needs_nfc_and_gets_it(ref, emb, oracle):
 def test_spelled_added_tokens(ref, emb):
     ids = ref.token_ids(SPELLED[0])
     assert EOS_TOKEN_ID not in ids and 151644 not in ids  # control tokens stay text
+    assert 128247 not in ids and ids[-3:] == [690, 82, 29]  # " </", "s", ">"
     think = ref.token_ids(SPELLED[1])
     assert {151667, 151668, 151657, 151658} <= set(think)  # user-defined ones are tokens
 
@@ -199,12 +201,15 @@ def server(model, tmp_path_factory):
 
 @pytest.mark.server
 def test_llama_server_matches_reference(server, emb, ref):
+    # Not SPELLED: llama-server reads special-token text as the tokens (the HTTP
+    # backend warns about such text), where Qwen3's tokenizer keeps it text.
+    texts = [t for t in TEXTS if t not in SPELLED]
     with Qwen3Embedder.model_runner("tiny-qwen3-vocab", base_url=server.base_url) as http:
-        docs = http.embed_documents(TEXTS)
+        docs = http.embed_documents(texts)
         queries = http.embed_queries([QUERY, SCRIPTS[9], DECOMPOSED[0]])
-    expected = [ref.embed(unicodedata.normalize("NFC", t)) for t in TEXTS]
+    expected = [ref.embed(unicodedata.normalize("NFC", t)) for t in texts]
     assert cosines(docs, expected).min() >= COS_MIN
-    assert cosines(docs, list(emb.embed_documents(TEXTS))).min() >= COS_MIN
+    assert cosines(docs, list(emb.embed_documents(texts))).min() >= COS_MIN
     q_expected = [ref.embed(emb.format_query(unicodedata.normalize("NFC", q)))
                   for q in (QUERY, SCRIPTS[9], DECOMPOSED[0])]
     assert cosines(queries, q_expected).min() >= COS_MIN
@@ -213,6 +218,7 @@ def test_llama_server_matches_reference(server, emb, ref):
 # -- rerank scores ---------------------------------------------------------------------------
 
 DOCS = [*SCRIPTS[:4], SCRIPTS[9], SCRIPTS[11], DECOMPOSED[0], SPELLED[0], long_text(200, seed=2)]
+HTTP_DOCS = [d for d in DOCS if d not in SPELLED]  # as in test_llama_server_matches_reference
 
 
 def _expected(rref: RerankReference, query: str, docs: list[str]) -> np.ndarray:
@@ -249,5 +255,5 @@ def test_rerank_llama_server_matches_reference(tmp_path):
     with LlamaServer(path, tmp_path, RERANK_ARGS, name="qwen3-vocab-rerank") as server, \
             Qwen3Reranker.model_runner("tiny-qwen3-vocab-reranker",
                                        base_url=server.base_url) as rr:
-        got = rr.score(QUERY, DOCS)
-    assert np.abs(got - _expected(rref, QUERY, DOCS)).max() <= HTTP_RERANK_TOL
+        got = rr.score(QUERY, HTTP_DOCS)
+    assert np.abs(got - _expected(rref, QUERY, HTTP_DOCS)).max() <= HTTP_RERANK_TOL
