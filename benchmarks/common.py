@@ -32,7 +32,7 @@ def llama_tool(target: str) -> Path:
 
 
 def real_shape_model(dtype: str = "F16") -> Path:
-    """Qwen3-Embedding-0.6B's shape with random weights, cached outside the repo.
+    """Qwen3-Embedding-0.6B's shape and real vocabulary, random weights, cached outside the repo.
 
     ``dtype``: ``"F16"`` or ``"Q8_0"`` (written by the gguf package), or
     ``"Q4_K_M"`` or ``"BF16"`` (llama.cpp's ``llama-quantize`` run on the F16
@@ -40,7 +40,9 @@ def real_shape_model(dtype: str = "F16") -> Path:
     weights, where a BF16 file of the real model holds its published weights
     unrounded).
     """
-    path = cache_dir() / "bench" / f"qwen3-0.6b-shape-{dtype.lower()}.gguf"
+    # "qwen3vocab": Qwen3's real vocabulary (REAL_0_6B.vocabulary); files with the old
+    # learned 3,000-merge vocabulary had no such part in their names.
+    path = cache_dir() / "bench" / f"qwen3-0.6b-shape-qwen3vocab-{dtype.lower()}.gguf"
     if path.is_file():
         return path
     if dtype in GGUF_DTYPES:

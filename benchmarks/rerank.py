@@ -46,8 +46,11 @@ QUERY = "Which passage explains how retrieval systems embed documents and querie
 
 
 def reranker_file() -> Path:
-    """Qwen3-Reranker-0.6B's shape, random weights, F16, with the head; cached outside the repo."""
-    path = cache_dir() / "bench" / "qwen3-reranker-0.6b-shape-f16.gguf"
+    """Qwen3-Reranker-0.6B's shape and real vocabulary, random weights, F16, with the head.
+
+    Cached outside the repo.
+    """
+    path = cache_dir() / "bench" / "qwen3-reranker-0.6b-shape-qwen3vocab-f16.gguf"
     if not path.is_file():
         print(f"building {path} (once; about a minute) ...", flush=True)
         build_reranker(path, head=True, shape=REAL_0_6B, dtype="F16", seed=1)

@@ -239,8 +239,8 @@ def local_section(plan: Plan) -> tuple[list[str], dict[str, bool]]:
         f"numpy float32 matmul peak: {peak['gflops']:.1f} GFLOP/s "
         f"({'; '.join(peak['blas']) or 'BLAS unknown'})",
         "model: Qwen3-Embedding-0.6B shape (28 layers, 1024 wide, 16/8 heads of 128, "
-        "MLP 3072, vocabulary 151,669), random weights; F16 and Q8_0 written by the gguf "
-        "package, BF16 and Q4_K_M by llama-quantize from the F16 file",
+        "MLP 3072, Qwen3's real vocabulary: 151,936 rows), random weights; F16 and Q8_0 "
+        "written by the gguf package, BF16 and Q4_K_M by llama-quantize from the F16 file",
         "repacking by default (qwen3_embed_core._cpu): "
         + ", ".join(f"{d} {'on' if v else 'off'}" for d, v in repack_default.items()),
         "load: the machine's 1-minute load average as each run ended; above "

@@ -45,11 +45,11 @@ from ._qwen3 import (
 from ._records import BadRecord, Hit, IngestReport, content_hash, point_id
 from ._reranker import Qwen3Reranker, RerankBackend, RerankResult
 from ._spec import EmbedderSpec, RerankerSpec
-
-__version__ = "0.2.0"
+from ._version import DISTRIBUTION, __version__
 
 __all__ = [
     "DEFAULT_TASK",
+    "DISTRIBUTION",
     "EOS_TEXT",
     "FULL_DIMENSIONS",
     "MIN_DIMENSIONS",

@@ -7,6 +7,8 @@ working.
 
 from __future__ import annotations
 
+from ._version import pip_install
+
 
 class Qwen3EmbedError(Exception):
     """Base class of every error this library raises on purpose."""
@@ -81,8 +83,7 @@ class BadResponseError(BackendError):
 def missing_dependency(package: str, extra: str, exc: ImportError) -> MissingDependencyError:
     """An error that names the extra to install for a missing optional package."""
     err = MissingDependencyError(
-        f"{package} is not installed; install it with: pip install 'qwen3-embed[{extra}]'"
-        f" ({exc})"
+        f"{package} is not installed; install it with: {pip_install(extra)} ({exc})"
     )
     err.__cause__ = exc
     return err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ._errors import ConfigurationError, ModelNotFoundError
 from ._qwen3 import VARIANTS, Variant, lookup_variant
+from ._version import pip_install
 
 # Seconds to wait for the hub's metadata answer before giving up: a missing
 # network must produce an error, not a hang.
@@ -57,7 +58,7 @@ def resolve_model(
     except ImportError as exc:
         raise ModelNotFoundError(
             f"variant {variant.name} is resolved through the Hugging Face cache, but "
-            f"huggingface-hub is not installed (pip install 'qwen3-embed[hub]'). "
+            f"huggingface-hub is not installed ({pip_install('hub')}). "
             + _how_to_get(variant)
         ) from exc
     folder = os.fspath(cache_dir) if cache_dir is not None else None

@@ -31,6 +31,8 @@ from ._errors import (
 from ._inputs import check_text
 
 # Fixed namespace for point ids: changing it would re-key every stored record.
+# FROZEN: it names the project's first distribution name on purpose; the
+# rename to qwen3-embedding-kit must not (and does not) change it.
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://pypi.org/project/qwen3-embed/records")
 
 OnError = Literal["skip", "raise"]

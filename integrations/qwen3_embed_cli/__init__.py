@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from qwen3_embed_core import (
+    DISTRIBUTION,
     TASKS,
     ConfigurationError,
     EmbedderSpec,
@@ -477,7 +478,9 @@ def _ingest_on_ray(args: argparse.Namespace, uri: StoreURI, spec: EmbedderSpec |
 
         from qwen3_embed_ray import ingest_dataset
     except ImportError as exc:
-        raise UsageError(f"--ray needs Ray Data: pip install 'qwen3-embed[ray]' ({exc})") from exc
+        raise UsageError(
+            f"--ray needs Ray Data: pip install '{DISTRIBUTION}[ray]' ({exc})"
+        ) from exc
     if args.actors < 1:
         raise UsageError(f"--actors must be at least 1, not {args.actors}")
     problems: list[str] = []
@@ -611,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Qwen3-Embedding from the command line: embed texts, ingest "
         "documents into Chroma or Qdrant, search them; rerank with Qwen3-Reranker.",
         epilog=f"Stores: {URI_HELP}. Run '{PROG} COMMAND --help' for a command's options.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {__version__} ({DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("embed", parents=[backend], help="print the vectors of texts",

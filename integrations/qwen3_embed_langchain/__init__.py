@@ -8,7 +8,7 @@
 >>> rr = Qwen3Reranker(model="Qwen3-Reranker-0.6B-Q8_0.gguf", top_n=3)  # a document compressor
 >>> best = rr.compress_documents(docs, "capital of France?")  # metadata["relevance_score"]
 
-Install with ``pip install 'qwen3-embed[langchain]'`` (plus ``[local]`` for GGUF files).
+Install with ``pip install 'qwen3-embedding-kit[langchain]'`` (plus ``[local]`` for GGUF files).
 """
 
 from ._embeddings import Qwen3Embeddings

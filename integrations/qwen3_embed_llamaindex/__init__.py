@@ -7,7 +7,7 @@
 >>> rerank = Qwen3Rerank(model="Qwen3-Reranker-0.6B-Q8_0.gguf", top_n=3)        # a postprocessor
 >>> engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])
 
-Install with ``pip install 'qwen3-embed[llamaindex]'`` (plus ``[local]`` for GGUF files).
+Install with ``pip install 'qwen3-embedding-kit[llamaindex]'`` (plus ``[local]`` for GGUF files).
 """
 
 from ._embedding import Qwen3Embedding
