@@ -65,7 +65,7 @@ class NotARerankerError(WrongModelKindError):
 
 def _refuse(path: Path, why: str) -> NotARerankerError:
     return NotARerankerError(
-        f"{path} is not a usable Qwen3-Reranker GGUF: {why}. Use a Qwen3-Reranker file "
+        f"{path} is not a usable Qwen3-Reranker GGUF: {why}; expected {EXPECTED_RERANKER}, "
         "converted by llama.cpp b6578 or later (with the cls.output head), or a plain "
         "Qwen3-Reranker causal-LM conversion",
         str(path),
