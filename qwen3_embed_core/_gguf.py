@@ -162,17 +162,51 @@ def _value(cur: _Cursor, vtype: int, key: str, keep: bool) -> Value:
         values = list(struct.unpack_from(f"<{count}{fmt[1]}", cur.data, cur.pos))
         cur.pos += item * count
         return values
-    strings: list[object] = []
+    return _strings(cur, count, key, keep or count <= _MAX_KEPT_ARRAY, strict=keep)
+
+
+_U64 = struct.Struct("<Q")
+
+
+def _strings(
+    cur: _Cursor, count: int, key: str, keep: bool, *, strict: bool
+) -> list[object] | None:
+    """``count`` strings (the vocabulary: 150k of them), in one tight bounded loop.
+
+    ``strict``: refuse an item that is not UTF-8 (the vocabulary; elsewhere replace).
+    """
+    data, pos, size, unpack = cur.data, cur.pos, cur.size, _U64.unpack_from
+    raw: list[bytes] = []
     for i in range(count):
-        raw = cur.raw_string(f"item {i} of {key!r}")
-        if keep or count <= _MAX_KEPT_ARRAY:
-            try:
-                strings.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                if keep:
-                    raise _Damaged(f"item {i} of {key!r} is not valid UTF-8") from None
-                strings.append(raw.decode("utf-8", "replace"))
-    return strings if keep or count <= _MAX_KEPT_ARRAY else None
+        if pos + 8 > size:
+            cur.pos = pos
+            cur.need(8, f"the length of item {i} of {key!r}")
+        (n,) = unpack(data, pos)
+        pos += 8
+        if n > size - pos:
+            cur.pos = pos
+            cur.need(n, f"item {i} of {key!r} ({n} bytes long)")
+        if keep:
+            raw.append(data[pos : pos + n])
+        pos += n
+    cur.pos = pos
+    if not keep:
+        return None
+    if not strict:
+        return [r.decode("utf-8", "replace") for r in raw]
+    try:
+        return [r.decode("utf-8") for r in raw]
+    except UnicodeDecodeError:
+        bad = next(i for i, r in enumerate(raw) if not _valid_utf8(r))
+        raise _Damaged(f"item {bad} of {key!r} is not valid UTF-8") from None
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _parse(cur: _Cursor, keep_vocab: bool) -> GGUFHeader:
