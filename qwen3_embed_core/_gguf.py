@@ -26,13 +26,13 @@ from typing import Any
 from ._errors import ModelFileError
 from ._qwen3 import (
     EMBEDDING_POOLING_TYPES,
+    OUTPUT_TENSOR,
     POOLING_RANK,
     QWEN3_ARCH,
-    QWEN3_BLOCK_TENSORS,
     QWEN3_TOKENIZER_MODEL,
-    QWEN3_TOP_TENSORS,
     RERANK_HEAD_TENSOR,
     RERANK_TEMPLATE_KEY,
+    TOKEN_EMBD_TENSOR,
 )
 
 _MAGIC = b"GGUF"
@@ -65,6 +65,18 @@ GGML_TYPE_SIZES: dict[int, tuple[int, int]] = {
     41: (128, 18),
 }
 
+# ggml's F32 type: llama.cpp's norms are float32 in every conversion and quantization.
+GGML_F32 = 0
+# The types llama.cpp computes with as weights: F32, F16, BF16 and the storage quants
+# (not Q8_1 and Q8_K, its activation formats, nor the integer and F64 types).
+WEIGHT_TYPES = frozenset(
+    {0, 1, 30, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 16, 17, 18, 19, 20, 21, 22, 23, 29, 34, 35,
+     39, 40, 41}
+)
+# Bound on a hyper-parameter (a width, a count, a context): far above any Qwen3's
+# (8B: 12,288 wide feed-forward, 40,960 context), far below int32 overflow in llama.cpp.
+_MAX_SIZE = 2**22
+
 Value = int | float | bool | str | list[object] | None
 
 # What each local backend expects a file to be, for the errors that refuse one.
@@ -78,13 +90,15 @@ class GGUFHeader:
 
     ``metadata``: key -> value (arrays over 64 items as None); ``tensors``:
     name -> shape in ggml order (fastest-varying first); ``arrays``: the
-    vocabulary arrays in full, when read with ``keep_vocab``.
+    vocabulary arrays in full, when read with ``keep_vocab``; ``size``: the
+    file's size in bytes; ``tensor_types``: name -> ggml type id.
     """
 
     metadata: dict[str, Value]
     tensors: dict[str, tuple[int, ...]]
     arrays: dict[str, list[object]] = field(default_factory=dict)
     size: int = 0
+    tensor_types: dict[str, int] = field(default_factory=dict)
 
 
 class _Damaged(Exception):
@@ -236,6 +250,7 @@ def _parse(cur: _Cursor, keep_vocab: bool) -> GGUFHeader:
         else:
             metadata[key] = value
     tensors: dict[str, tuple[int, ...]] = {}
+    types: dict[str, int] = {}
     spans: list[tuple[str, int, int | None]] = []  # name, offset, size in bytes (None: unknown)
     for i in range(n_tensors):
         name = cur.string(f"the name of tensor {i}")
@@ -251,7 +266,7 @@ def _parse(cur: _Cursor, keep_vocab: bool) -> GGUFHeader:
         for d in shape:
             n_elements *= d
         # ggml counts elements in int64.
-        if n_elements >= 2**63:
+        if n_elements >= 2**63 or 0 in shape:
             raise _Damaged(f"tensor {name!r} has an impossible shape {shape}")
         size: int | None = None
         if ttype in GGML_TYPE_SIZES:
@@ -263,6 +278,7 @@ def _parse(cur: _Cursor, keep_vocab: bool) -> GGUFHeader:
                 )
             size = n_elements // block * nbytes
         tensors[name] = shape
+        types[name] = int(ttype)
         spans.append((name, int(offset), size))
     alignment = metadata.get("general.alignment", _DEFAULT_ALIGNMENT)
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
@@ -277,7 +293,7 @@ def _parse(cur: _Cursor, keep_vocab: bool) -> GGUFHeader:
                 f"tensor {name!r}'s data ends at byte {end} but the file has only "
                 f"{cur.size} bytes (cut short?)"
             )
-    return GGUFHeader(metadata, tensors, arrays, cur.size)
+    return GGUFHeader(metadata, tensors, arrays, cur.size, types)
 
 
 def read_header(
@@ -394,17 +410,42 @@ def check_qwen3(header: GGUFHeader, path: Path, expected: str) -> None:
     if arch != QWEN3_ARCH:
         raise refuse(f"is a GGUF of a {arch!r} model, not {QWEN3_ARCH!r}")
 
-    def positive(name: str) -> int:
-        value = meta.get(f"{arch}.{name}")
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    def positive(name: str, default: int | None = None) -> int:
+        value = meta.get(f"{arch}.{name}", default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_SIZE:
             raise refuse(
-                f"is a qwen3 GGUF whose {arch}.{name} is {value!r}, not a positive integer"
+                f"is a qwen3 GGUF whose {arch}.{name} is {value!r}, not an integer from 1 "
+                f"to {_MAX_SIZE}"
             )
         return value
 
+    # The hyper-parameters llama.cpp builds Qwen3 from (src/models/qwen3.cpp): the shapes
+    # it expects follow from them, and some inconsistencies abort the process there
+    # (GGML_ASSERT) instead of failing, so they are checked here.
     n_embd, n_layer = positive("embedding_length"), positive("block_count")
     positive("context_length")
-    positive("attention.head_count")
+    n_ff = positive("feed_forward_length")
+    n_head = positive("attention.head_count")
+    n_head_kv = positive("attention.head_count_kv", n_head)
+    head_k = positive("attention.key_length", n_embd // n_head or None)
+    head_v = positive("attention.value_length", head_k)
+    n_rot = positive("rope.dimension_count", head_k)
+    if n_head % n_head_kv or head_v != head_k or n_rot != head_k:
+        raise refuse(
+            f"is a qwen3 GGUF with inconsistent attention settings ({n_head} heads, "
+            f"{n_head_kv} key/value heads, key length {head_k}, value length {head_v}, "
+            f"{n_rot} rotary dimensions)"
+        )
+    for name in ("attention.layer_norm_rms_epsilon", "rope.freq_base"):
+        value = meta.get(f"{arch}.{name}")
+        if name == "rope.freq_base" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value < float("inf")
+        ):
+            raise refuse(
+                f"is a qwen3 GGUF whose {arch}.{name} is {value!r}, not a positive number"
+            )
     model = meta.get("tokenizer.ggml.model")
     if model != QWEN3_TOKENIZER_MODEL:
         raise refuse(
@@ -415,8 +456,18 @@ def check_qwen3(header: GGUFHeader, path: Path, expected: str) -> None:
     tokens, merges = arrays.get(TOKENS_KEY), arrays.get(MERGES_KEY)
     if not tokens or merges is None:
         raise refuse("is a qwen3 GGUF without its vocabulary (tokenizer.ggml.tokens and merges)")
-    if not all(isinstance(t, str) for t in tokens):
-        raise refuse(f"is a qwen3 GGUF whose {TOKENS_KEY} is not a list of strings")
+    if not all(isinstance(t, str) and t for t in tokens):
+        raise refuse(f"is a qwen3 GGUF whose {TOKENS_KEY} is not a list of non-empty strings")
+    if len(set(tokens)) != len(tokens):
+        # llama.cpp aborts the process on a vocabulary with a repeated token.
+        seen: set[object] = set()
+        twice = None
+        for t in tokens:
+            if t in seen:
+                twice = t
+                break
+            seen.add(t)
+        raise refuse(f"is a qwen3 GGUF whose vocabulary holds the token {twice!r} twice")
     if not all(isinstance(m, str) and " " in m for m in merges):
         raise refuse(f"is a qwen3 GGUF whose {MERGES_KEY} are not 'left right' pairs")
     types = arrays.get(TOKEN_TYPES_KEY)
@@ -435,21 +486,42 @@ def check_qwen3(header: GGUFHeader, path: Path, expected: str) -> None:
                 f"is a qwen3 GGUF whose tokenizer.ggml.{name} is {value!r}, not a token id "
                 f"below {len(tokens)}"
             )
-    if n_layer * len(QWEN3_BLOCK_TENSORS) > len(header.tensors):
+    n_vocab, q, kv = len(tokens), head_k * n_head, head_k * n_head_kv
+    block = {
+        "attn_norm.weight": (n_embd,), "attn_q.weight": (n_embd, q),
+        "attn_k.weight": (n_embd, kv), "attn_v.weight": (n_embd, kv),
+        "attn_output.weight": (q, n_embd), "attn_q_norm.weight": (head_k,),
+        "attn_k_norm.weight": (head_k,), "ffn_norm.weight": (n_embd,),
+        "ffn_gate.weight": (n_embd, n_ff), "ffn_up.weight": (n_embd, n_ff),
+        "ffn_down.weight": (n_ff, n_embd),
+    }
+    if n_layer * len(block) > len(header.tensors):
         raise refuse(
             f"is a qwen3 GGUF that declares {n_layer} layers but holds only "
             f"{len(header.tensors)} tensors"
         )
-    required = [*QWEN3_TOP_TENSORS] + [
-        f"blk.{i}.{t}" for i in range(n_layer) for t in QWEN3_BLOCK_TENSORS
-    ]
-    missing = [t for t in required if t not in header.tensors]
+    expected_shapes = {TOKEN_EMBD_TENSOR: (n_embd, n_vocab), "output_norm.weight": (n_embd,)}
+    for i in range(n_layer):
+        expected_shapes.update({f"blk.{i}.{t}": shape for t, shape in block.items()})
+    missing = [t for t in expected_shapes if t not in header.tensors]
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise refuse(f"is a qwen3 GGUF without the tensors {', '.join(missing[:3])}{more}")
-    embd = header.tensors[QWEN3_TOP_TENSORS[0]]
-    if embd[:2] != (n_embd, len(tokens)):
-        raise refuse(
-            f"is a qwen3 GGUF whose {QWEN3_TOP_TENSORS[0]} has shape {embd}, not "
-            f"({n_embd}, {len(tokens)}) for its embedding length and vocabulary"
-        )
+    optional = {OUTPUT_TENSOR: (n_embd, n_vocab)}
+    expected_shapes.update({t: s for t, s in optional.items() if t in header.tensors})
+    if RERANK_HEAD_TENSOR in header.tensors:
+        expected_shapes[RERANK_HEAD_TENSOR] = (n_embd, *header.tensors[RERANK_HEAD_TENSOR][1:])
+    for name, shape in expected_shapes.items():
+        if header.tensors[name] != shape:
+            raise refuse(
+                f"is a qwen3 GGUF whose {name} has shape {header.tensors[name]}, not {shape} "
+                f"as its hyper-parameters and {n_vocab}-token vocabulary imply"
+            )
+        ttype = header.tensor_types[name]
+        if len(shape) == 1 and ttype != GGML_F32:
+            raise refuse(f"is a qwen3 GGUF whose norm {name} has ggml type {ttype}, not F32")
+        if ttype not in WEIGHT_TYPES:
+            raise refuse(
+                f"is a qwen3 GGUF whose {name} has ggml type {ttype}, which llama.cpp cannot "
+                "use for weights"
+            )

@@ -43,14 +43,6 @@ POOLING_LAST = 3
 QWEN3_ARCH = "qwen3"
 # tokenizer.ggml.model for byte-level BPE (GPT-2 style), which Qwen3 uses.
 QWEN3_TOKENIZER_MODEL = "gpt2"
-# The tensors every Qwen3 decoder file holds (llama.cpp's names): the embedding
-# table and final norm, and these per layer; output.weight is absent when tied.
-QWEN3_TOP_TENSORS = ("token_embd.weight", "output_norm.weight")
-QWEN3_BLOCK_TENSORS = (
-    "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
-    "attn_output.weight", "attn_q_norm.weight", "attn_k_norm.weight",
-    "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight",
-)
 # Qwen3's pre-tokenizer split, as in its tokenizer.json (then ByteLevel without
 # its own regex). llama.cpp's copy of it classifies characters with older
 # Unicode tables (letters new in Unicode 16 are not letters there), so the

@@ -223,15 +223,75 @@ def test_messages_say_what_the_file_is(damaged, what, pattern):
 
 
 def test_llama_cpp_s_own_refusal_carries_its_reason(tmp_path, tiny_model):
-    # Same number of elements, so the header is sound; llama.cpp checks the shape itself.
+    # A pre-tokenizer name llama.cpp does not know: our checks don't read it (we tokenize
+    # with Qwen3's own rules), llama.cpp refuses the file and logs why.
     data = tiny_model.read_bytes()
-    lay = Layout(tiny_model)
-    dims_at = lay.tensors["blk.0.attn_q.weight"][3]
-    a, b = struct.unpack_from("<QQ", data, dims_at)
-    path = tmp_path / "reshaped.gguf"
-    path.write_bytes(_patch(data, dims_at, struct.pack("<QQ", a // 2, b * 2)))
-    with pytest.raises(ModelFileError, match=r"llama\.cpp could not load .*blk\.0\.attn_q"):
+    at = Layout(tiny_model).value_at("tokenizer.ggml.pre")
+    assert data[at + 8 : at + 13] == b"qwen2"
+    path = tmp_path / "unknown-pre.gguf"
+    path.write_bytes(_patch(data, at + 8, b"qwen9"))
+    with pytest.raises(ModelFileError, match=r"llama\.cpp could not load .*unknown pre-tokenizer"):
         Qwen3Embedder.local(path)
+
+
+# Random byte changes in the header, in a child process so that a crash (llama.cpp
+# aborts the process on some inconsistencies) fails the test instead of the run.
+FUZZ = """
+import json, random, sys
+from qwen3_embed_core import Qwen3Embedder, Qwen3Reranker, ModelFileError
+source, header_end, n, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+data = open(source, "rb").read()
+rng = random.Random(18)
+counts = {"refused": 0, "accepted": 0, "other": []}
+for i in range(n):
+    damaged = bytearray(data)
+    for _ in range(rng.choice([1, 1, 2, 4])):
+        damaged[rng.randrange(header_end)] = rng.randrange(256)
+    open(out, "wb").write(damaged)
+    for build in (Qwen3Embedder.local, Qwen3Reranker.local):
+        print(i, build.__qualname__, file=sys.stderr, flush=True)
+        try:
+            model = build(out)
+        except ModelFileError:
+            counts["refused"] += 1
+            continue
+        except Exception as exc:
+            counts["other"].append(f"{i}: {type(exc).__name__}: {exc}")
+            continue
+        try:
+            if hasattr(model, "embed_documents"):
+                model.embed_documents(["a text"])
+            else:
+                model.score("a query", ["a document"])
+            counts["accepted"] += 1
+        except Exception as exc:
+            counts["other"].append(f"{i} (accepted): {type(exc).__name__}: {exc}")
+        model.close()
+print(json.dumps(counts))
+"""
+
+
+@pytest.mark.parametrize("source", ["tiny_model", "tiny_reranker"])
+def test_random_header_damage_never_crashes_or_escapes(request, tmp_path, source, capsys):
+    import json
+    import subprocess
+    import sys
+
+    path = request.getfixturevalue(source)
+    n = 100
+    run = subprocess.run(
+        [sys.executable, "-c", FUZZ, str(path), str(Layout(path).data_start), str(n),
+         str(tmp_path / "fuzzed.gguf")],
+        capture_output=True, text=True, timeout=300,
+    )
+    last = run.stderr.strip().splitlines()[-1:] if run.returncode else []
+    assert run.returncode == 0, f"the child died ({run.returncode}) at {last}"
+    counts = json.loads(run.stdout.strip().splitlines()[-1])
+    with capsys.disabled():
+        print(f"\n{source}: {n} randomly damaged headers, {counts['refused']} refusals, "
+              f"{counts['accepted']} loads that ran (both constructors)")
+    assert counts["other"] == []
+    assert counts["refused"] > n  # most damage is caught; the rest is harmless
 
 
 # -- the wrong kind of Qwen3 file ---------------------------------------------------------
