@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cpu import default_flash_attention, default_repack
+from ._cpu import flash_attention_is_exact_enough, repack_is_worth_it
 from ._errors import BackendError, ConfigurationError, ModelFileError, missing_dependency
 from ._gguf import MERGES_KEY, TOKEN_TYPES_KEY, TOKENS_KEY, GGUFHeader
 from ._packing import Plan, default_budget, plan_packs
@@ -206,10 +206,10 @@ class Engine:
         ubatch_tokens: llama.cpp's physical batch in tokens (default: ``batch_tokens``).
         max_sequences: sequence ids per decode, shared prefixes included.
         flash_attention: llama.cpp's flash attention; None: the measured default for the
-            file type (:func:`._cpu.default_flash_attention`).
+            file type (:func:`._cpu.flash_attention_is_exact_enough`).
         n_gpu_layers: layers to offload on a GPU build of llama.cpp.
         repack: let llama.cpp repack quantized weights for its extra CPU kernels; None: the
-            measured default for the file and CPU (:func:`._cpu.default_repack`).
+            measured default for the file and CPU (:func:`._cpu.repack_is_worth_it`).
         share_prefixes: decode token prefixes that sequences share once.
         kv_f32: keep the KV cache in float32 instead of llama.cpp's float16.
     """
@@ -254,8 +254,11 @@ class Engine:
         self.share_prefixes = share_prefixes
         self.kv_f32 = kv_f32
         self.stats = EngineStats()
+        # general.file_type (llama_ftype) from the checked header, not a second read.
+        ftype = header.metadata.get("general.file_type")
+        file_type = ftype if isinstance(ftype, int) and not isinstance(ftype, bool) else None
         if flash_attention is None:
-            flash_attention = default_flash_attention(self.path)
+            flash_attention = flash_attention_is_exact_enough(file_type)
         self.flash_attention = flash_attention
         if flash_attention:
             self._flash = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
@@ -267,7 +270,7 @@ class Engine:
         # llama.cpp's extra CPU buffer types repack quantized weights for AMX and
         # friends: slower or crashing (ggml-org/llama.cpp#20824) on x86 in our
         # measurements, llama.cpp's fast path elsewhere; _cpu.py decides by default.
-        params.use_extra_bufts = default_repack(self.path) if repack is None else repack
+        params.use_extra_bufts = repack_is_worth_it(file_type) if repack is None else repack
         _recent_errors.clear()
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:

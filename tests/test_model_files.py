@@ -318,3 +318,17 @@ def test_an_unnamed_causal_lm_without_pooling_still_embeds(tmp_path):
     finally:
         emb.close()
     assert float(np.dot(vector, Reference(path).embed("still an embedding"))) >= COS_MIN
+
+
+def test_the_cli_prints_our_error_not_a_traceback(damaged, capsys):
+    from qwen3_embed_cli import main
+
+    path = next(p for w, p in damaged if w == "first key length 1099511627776")
+    try:
+        status = main(["embed", "--model", str(path), "hello"])
+    except SystemExit as exc:
+        status = exc.code
+    _out, err = capsys.readouterr()
+    assert status not in (0, None)
+    assert "Traceback" not in err
+    assert "damaged or truncated GGUF" in err and str(path) in err

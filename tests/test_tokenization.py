@@ -144,3 +144,22 @@ def test_reranker_tokenizes_the_unicode_16_blocks_as_the_reference(reranker_pair
         return [ref.token_ids(t) for t in texts]
 
     assert _mismatches(ours, theirs, UNICODE16_CODE_POINTS, ISSUE_CONTEXT) == []
+
+
+def test_a_missing_tokenizers_package_names_the_local_extra(tiny_model):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "sys.modules['tokenizers'] = None  # as if tokenizers were not installed\n"
+        "from qwen3_embed_core import Qwen3Embedder, MissingDependencyError\n"
+        "try:\n"
+        f"    Qwen3Embedder.local({str(tiny_model)!r})\n"
+        "except MissingDependencyError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert "tokenizers is not installed" in out
+    assert "pip install 'qwen3-embed[local]'" in out
