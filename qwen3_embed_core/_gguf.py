@@ -42,6 +42,8 @@ _VERSIONS = (2, 3)
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
             10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+# llama.cpp reads tokenizer.ggml.token_type as int32 (type 5).
+_INT32 = 5
 # Arrays longer than this are skipped, not kept (except the vocabulary's, below).
 _MAX_KEPT_ARRAY = 64
 # The arrays Qwen3's tokenizer is built from, kept in full when asked for.
@@ -91,7 +93,8 @@ class GGUFHeader:
     ``metadata``: key -> value (arrays over 64 items as None); ``tensors``:
     name -> shape in ggml order (fastest-varying first); ``arrays``: the
     vocabulary arrays in full, when read with ``keep_vocab``; ``size``: the
-    file's size in bytes; ``tensor_types``: name -> ggml type id.
+    file's size in bytes; ``tensor_types``: name -> ggml type id;
+    ``array_types``: the GGUF item type of each array in ``arrays``.
     """
 
     metadata: dict[str, Value]
@@ -99,6 +102,7 @@ class GGUFHeader:
     arrays: dict[str, list[object]] = field(default_factory=dict)
     size: int = 0
     tensor_types: dict[str, int] = field(default_factory=dict)
+    array_types: dict[str, int] = field(default_factory=dict)
 
 
 class _Damaged(Exception):
@@ -237,12 +241,15 @@ def _parse(cur: _Cursor, keep_vocab: bool) -> GGUFHeader:
         )
     metadata: dict[str, Value] = {}
     arrays: dict[str, list[object]] = {}
+    array_types: dict[str, int] = {}
     for i in range(n_kv):
         key = cur.string(f"the name of metadata key {i}")
         if key in metadata:
             raise _Damaged(f"metadata key {key!r} appears twice")
         vtype = cur.u32(f"the value type of {key!r}")
         keep = keep_vocab and key in VOCAB_KEYS
+        if keep and vtype == _ARRAY and cur.left >= 4:
+            array_types[key] = int(struct.unpack_from("<I", cur.data, cur.pos)[0])
         value = _value(cur, vtype, key, keep)
         if keep and isinstance(value, list):
             arrays[key] = value
@@ -293,7 +300,7 @@ def _parse(cur: _Cursor, keep_vocab: bool) -> GGUFHeader:
                 f"tensor {name!r}'s data ends at byte {end} but the file has only "
                 f"{cur.size} bytes (cut short?)"
             )
-    return GGUFHeader(metadata, tensors, arrays, cur.size, types)
+    return GGUFHeader(metadata, tensors, arrays, cur.size, types, array_types)
 
 
 def read_header(
@@ -456,9 +463,13 @@ def check_qwen3(header: GGUFHeader, path: Path, expected: str) -> None:
     tokens, merges = arrays.get(TOKENS_KEY), arrays.get(MERGES_KEY)
     if not tokens or merges is None:
         raise refuse("is a qwen3 GGUF without its vocabulary (tokenizer.ggml.tokens and merges)")
-    if not all(isinstance(t, str) and t for t in tokens):
-        raise refuse(f"is a qwen3 GGUF whose {TOKENS_KEY} is not a list of non-empty strings")
-    if len(set(tokens)) != len(tokens):
+    kinds = header.array_types
+    if kinds.get(TOKENS_KEY) != _STRING or kinds.get(MERGES_KEY) != _STRING:
+        raise refuse(f"is a qwen3 GGUF whose {TOKENS_KEY} or {MERGES_KEY} are not strings")
+    unique = set(tokens)
+    if "" in unique:
+        raise refuse(f"is a qwen3 GGUF with an empty token in its {TOKENS_KEY}")
+    if len(unique) != len(tokens):
         # llama.cpp aborts the process on a vocabulary with a repeated token.
         seen: set[object] = set()
         twice = None
@@ -468,14 +479,13 @@ def check_qwen3(header: GGUFHeader, path: Path, expected: str) -> None:
                 break
             seen.add(t)
         raise refuse(f"is a qwen3 GGUF whose vocabulary holds the token {twice!r} twice")
-    if not all(isinstance(m, str) and " " in m for m in merges):
+    if not all(" " in m for m in merges):  # type: ignore[operator]  # strings, checked above
         raise refuse(f"is a qwen3 GGUF whose {MERGES_KEY} are not 'left right' pairs")
     types = arrays.get(TOKEN_TYPES_KEY)
-    if types is not None and (
-        len(types) != len(tokens) or not all(isinstance(t, int) for t in types)
-    ):
+    if types is not None and (len(types) != len(tokens) or kinds.get(TOKEN_TYPES_KEY) != _INT32):
         raise refuse(
-            f"is a qwen3 GGUF with {len(tokens)} tokens but {len(types)} token types"
+            f"is a qwen3 GGUF with {len(tokens)} tokens but {len(types)} token types "
+            f"of GGUF type {kinds.get(TOKEN_TYPES_KEY)} (int32 expected)"
         )
     for name in ("eos_token_id", "bos_token_id"):
         value = meta.get(f"tokenizer.ggml.{name}")

@@ -56,11 +56,8 @@ class Qwen3Tokenizer:
         self._tk = tokenizers_module()
         self.path = path
         types = list(token_types) if token_types is not None else [0] * len(tokens)
-        # The first id of a string wins, as in llama.cpp's token-to-id map.
-        vocab: dict[str, int] = {}
-        for i, tok in enumerate(tokens):
-            vocab.setdefault(tok, i)
-        self._vocab = vocab
+        # The file's ids; _gguf.check_qwen3 refused a vocabulary with a repeated token.
+        self._vocab = dict(zip(tokens, range(len(tokens)), strict=True))
         self._merges = [tuple(m.split(" ", 1)) for m in merges]
         self.control = [t for t, k in zip(tokens, types, strict=True) if k == TOKEN_TYPE_CONTROL]
         self.user_defined = [
