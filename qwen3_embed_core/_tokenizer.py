@@ -16,7 +16,7 @@ position in ``tokenizer.ggml.tokens``, and added tokens found there keep it.
 
 from __future__ import annotations
 
-import threading
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ def tokenizers_module() -> Any:
 class Qwen3Tokenizer:
     """Text to the GGUF file's token ids, exactly as Qwen3's Hugging Face tokenizer.
 
-    Thread-safe (the underlying tokenizers are only read).
+    Thread-safe (the underlying tokenizer is only read).
 
     Args:
         tokens: ``tokenizer.ggml.tokens``, the token strings by id.
@@ -63,11 +63,14 @@ class Qwen3Tokenizer:
         self.user_defined = [
             t for t, k in zip(tokens, types, strict=True) if k == TOKEN_TYPE_USER_DEFINED
         ]
-        self._plain = self._build(special=False)
-        self._special: Any = None
-        self._lock = threading.Lock()
+        self._plain = self._build()
+        # Control-token text, longest first so that no token's prefix wins over it.
+        controls = sorted(set(self.control), key=len, reverse=True)
+        self._control_split = (
+            re.compile("(" + "|".join(map(re.escape, controls)) + ")") if controls else None
+        )
 
-    def _build(self, *, special: bool) -> Any:
+    def _build(self) -> Any:
         tk = self._tk
         try:
             tokenizer = tk.Tokenizer(
@@ -80,10 +83,6 @@ class Qwen3Tokenizer:
                 ),
                 tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
             ])
-            if special:
-                tokenizer.add_special_tokens(
-                    [tk.AddedToken(s, special=True, normalized=False) for s in self.control]
-                )
             tokenizer.add_tokens(
                 [tk.AddedToken(s, special=False, normalized=False) for s in self.user_defined]
             )
@@ -102,12 +101,17 @@ class Qwen3Tokenizer:
         tokens; off for user text, so a text that spells ``<|endoftext|>``
         stays text.
         """
-        if not special:
+        if not special or self._control_split is None:
             return list(self._plain.encode(text, add_special_tokens=False).ids)
-        with self._lock:
-            if self._special is None:
-                self._special = self._build(special=True)
-        return list(self._special.encode(text, add_special_tokens=False).ids)
+        # As the Hugging Face tokenizer does with its special added tokens: they are
+        # cut out of the text first, and each stretch between them is tokenized alone.
+        ids: list[int] = []
+        for i, piece in enumerate(self._control_split.split(text)):
+            if i % 2:
+                ids.append(self._vocab[piece])
+            elif piece:
+                ids += self._plain.encode(piece, add_special_tokens=False).ids
+        return ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """:meth:`encode` of many user texts at once (in parallel, in Rust)."""

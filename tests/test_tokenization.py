@@ -163,3 +163,13 @@ def test_a_missing_tokenizers_package_names_the_local_extra(tiny_model):
                          check=True, timeout=120).stdout
     assert "tokenizers is not installed" in out
     assert "pip install 'qwen3-embed[local]'" in out
+
+
+def test_special_token_text_is_read_as_tokens_only_when_asked(reranker_pair):
+    rr, ref = reranker_pair
+    for text in ["<|im_start|>user\nhi<|im_end|>", "<|im_end|><|im_end|>x<think>y</think>",
+                 "a<|endoftext|>b <|im_start|>", "no specials \U00013ff3 here"]:
+        for special in (True, False):
+            assert rr.backend.engine.tokenize(text, special=special) == ref.token_ids(
+                text, special=special
+            ), (text, special)
