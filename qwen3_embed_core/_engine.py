@@ -160,38 +160,6 @@ class _Batch:
         return self.struct
 
 
-class _Built:
-    """Qwen3's tokenizer for a checked header, built in a thread."""
-
-    def __init__(self, header: GGUFHeader, path: Path) -> None:
-        self._args = (header, path)
-        self._tokenizer: Qwen3Tokenizer | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._build, name="qwen3-tokenizer", daemon=True)
-        self._thread.start()
-
-    def _build(self) -> None:
-        header, path = self._args
-        arrays = header.arrays
-        try:
-            self._tokenizer = Qwen3Tokenizer(
-                arrays[TOKENS_KEY],  # type: ignore[arg-type]  # checked by _gguf.check_qwen3
-                arrays.get(TOKEN_TYPES_KEY),  # type: ignore[arg-type]
-                arrays[MERGES_KEY],  # type: ignore[arg-type]
-                path,
-            )
-        except BaseException as exc:  # re-raised in the constructing thread
-            self._error = exc
-
-    def result(self) -> Qwen3Tokenizer:
-        """The tokenizer, once built; raises what the build raised."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._tokenizer is not None
-        return self._tokenizer
-
-
 @dataclass
 class EngineStats:
     """Counters since the engine was made: what llama.cpp was actually asked to do.
@@ -296,19 +264,15 @@ class Engine:
         # friends: slower or crashing (ggml-org/llama.cpp#20824) on x86 in our
         # measurements, llama.cpp's fast path elsewhere; _cpu.py decides by default.
         params.use_extra_bufts = repack_is_worth_it(file_type) if repack is None else repack
-        # Qwen3's tokenizer is built while llama.cpp loads the weights: the ctypes
-        # call releases the GIL, so the build (a second or so for the real
-        # vocabulary on a loaded machine) mostly costs no time.
-        built = _Built(header, self.path)
+        arrays = header.arrays
+        self.tokenizer = Qwen3Tokenizer(
+            arrays[TOKENS_KEY],  # type: ignore[arg-type]  # checked by _gguf.check_qwen3
+            arrays.get(TOKEN_TYPES_KEY),  # type: ignore[arg-type]
+            arrays[MERGES_KEY],  # type: ignore[arg-type]
+            self.path,
+        )
         _recent_errors.clear()
-        model: Any = None
-        try:
-            model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
-            self.tokenizer = built.result()  # joins; raises what the build raised
-        except BaseException:
-            if model:
-                llama_cpp.llama_model_free(model)
-            raise
+        model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:
             # The header passed our checks, so what llama.cpp refuses is in the
             # tensors (a shape, a type) or beyond memory; its log line says which.
