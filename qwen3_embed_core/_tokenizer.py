@@ -58,7 +58,13 @@ class Qwen3Tokenizer:
         types = list(token_types) if token_types is not None else [0] * len(tokens)
         # The file's ids; _gguf.check_qwen3 refused a vocabulary with a repeated token.
         self._vocab = dict(zip(tokens, range(len(tokens)), strict=True))
-        self._merges = [tuple(m.split(" ", 1)) for m in merges]
+        # One split of the joined merges (C speed) when each holds exactly one space, as
+        # byte-level merges do (their tokens never hold a space).
+        flat = " ".join(merges).split(" ")
+        if len(flat) == 2 * len(merges):
+            self._merges = list(zip(flat[0::2], flat[1::2], strict=True))
+        else:
+            self._merges = [(m.partition(" ")[0], m.partition(" ")[2]) for m in merges]
         self.control = [t for t, k in zip(tokens, types, strict=True) if k == TOKEN_TYPE_CONTROL]
         self.user_defined = [
             t for t, k in zip(tokens, types, strict=True) if k == TOKEN_TYPE_USER_DEFINED
