@@ -20,11 +20,13 @@ from ._errors import (
     InvalidInputError,
     InvalidInputTypeError,
     MissingDependencyError,
+    ModelFileError,
     ModelNotFoundError,
     Qwen3EmbedError,
     ServerError,
     ServerUnavailableError,
     TextTooLongError,
+    WrongModelKindError,
 )
 from ._hub import resolve_model
 from ._inputs import Instruction, check_text, check_texts
@@ -71,6 +73,7 @@ __all__ = [
     "InvalidInputTypeError",
     "LocalOptions",
     "MissingDependencyError",
+    "ModelFileError",
     "ModelNotFoundError",
     "ModelRunnerOptions",
     "Qwen3EmbedError",
@@ -84,6 +87,7 @@ __all__ = [
     "Task",
     "TextTooLongError",
     "Variant",
+    "WrongModelKindError",
     "__version__",
     "check_text",
     "check_texts",

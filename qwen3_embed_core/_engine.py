@@ -38,21 +38,27 @@ from typing import Any
 
 import numpy as np
 
-from ._cpu import default_flash_attention, default_repack
-from ._errors import BackendError, ConfigurationError, missing_dependency
+from ._cpu import flash_attention_is_exact_enough, repack_is_worth_it
+from ._errors import BackendError, ConfigurationError, ModelFileError, missing_dependency
+from ._gguf import MERGES_KEY, TOKEN_TYPES_KEY, TOKENS_KEY, GGUFHeader
 
 # Sequences per decode: the max_sequences option's declared default (the token budget
 # comes from the model's shape, _packing).
 from ._options import DEFAULT_MAX_SEQUENCES as DEFAULT_MAX_SEQUENCES
 from ._packing import Plan, default_budget, plan_packs
+from ._tokenizer import Qwen3Tokenizer
 
 logger = logging.getLogger("qwen3_embed_core.local")
 
 # ggml's enum value for float32 tensors (the KV cache type when kv_f32 is set).
 GGML_TYPE_F32 = 0
 
-_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.INFO, 2: logging.WARNING, 3: logging.ERROR,
-               4: logging.DEBUG}
+# ggml.h's ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (continues the
+# previous line). llama-cpp-python's own table predates DEBUG and is one off, so it would
+# file every error as debug output and an exception could not say what llama.cpp reported.
+_LOG_LEVELS = {0: logging.CRITICAL, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING,
+               4: logging.ERROR}
+_LOG_CONT = 5
 _recent_errors: deque[str] = deque(maxlen=8)
 _log_callback: Any = None
 _init_lock = threading.Lock()
@@ -80,7 +86,7 @@ def _install_logging(llama_cpp: Any) -> None:
         last = [logging.DEBUG]
 
         def callback(level: int, text: bytes, _user: Any) -> None:
-            lvl = last[0] if level == 5 else _LOG_LEVELS.get(level, logging.DEBUG)
+            lvl = last[0] if level == _LOG_CONT else _LOG_LEVELS.get(level, logging.DEBUG)
             last[0] = lvl
             line = text.decode("utf-8", "replace").rstrip()
             if lvl >= logging.ERROR:
@@ -193,16 +199,19 @@ class Engine:
 
     Args:
         model_path: the GGUF file.
+        header: its header, already checked (:mod:`._gguf`) and read with the
+            vocabulary, from which the tokenizer is built.
+        expected: what the caller wanted the file to be, for error messages.
         pooling: llama.cpp pooling type for the context (LAST = 3, RANK = 4).
         n_threads: CPU threads (default: physical cores).
         batch_tokens: tokens per decode, the packing budget (default: from the model's shape).
         ubatch_tokens: llama.cpp's physical batch in tokens (default: ``batch_tokens``).
         max_sequences: sequence ids per decode, shared prefixes included.
         flash_attention: llama.cpp's flash attention; None: the measured default for the
-            file type (:func:`._cpu.default_flash_attention`).
+            file type (:func:`._cpu.flash_attention_is_exact_enough`).
         n_gpu_layers: layers to offload on a GPU build of llama.cpp.
         repack: let llama.cpp repack quantized weights for its extra CPU kernels; None: the
-            measured default for the file and CPU (:func:`._cpu.default_repack`).
+            measured default for the file and CPU (:func:`._cpu.repack_is_worth_it`).
         share_prefixes: decode token prefixes that sequences share once.
         kv_f32: keep the KV cache in float32 instead of llama.cpp's float16.
     """
@@ -211,6 +220,8 @@ class Engine:
         self,
         model_path: str | os.PathLike[str],
         *,
+        header: GGUFHeader,
+        expected: str,
         pooling: int,
         n_threads: int | None = None,
         batch_tokens: int | None = None,
@@ -226,6 +237,7 @@ class Engine:
         _install_logging(llama_cpp)
         self._llama = llama_cpp
         self.path = Path(model_path)
+        self._model: Any = None
         if (batch_tokens is not None and batch_tokens < 2) or (
             ubatch_tokens is not None and ubatch_tokens < 1
         ) or max_sequences < 1:
@@ -237,8 +249,11 @@ class Engine:
         self.share_prefixes = share_prefixes
         self.kv_f32 = kv_f32
         self.stats = EngineStats()
+        # general.file_type (llama_ftype) from the checked header, not a second read.
+        ftype = header.metadata.get("general.file_type")
+        file_type = ftype if isinstance(ftype, int) and not isinstance(ftype, bool) else None
         if flash_attention is None:
-            flash_attention = default_flash_attention(self.path)
+            flash_attention = flash_attention_is_exact_enough(file_type)
         self.flash_attention = flash_attention
         if flash_attention:
             self._flash = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
@@ -250,12 +265,24 @@ class Engine:
         # llama.cpp's extra CPU buffer types repack quantized weights for AMX and
         # friends: slower or crashing (ggml-org/llama.cpp#20824) on x86 in our
         # measurements, llama.cpp's fast path elsewhere; _cpu.py decides by default.
-        params.use_extra_bufts = default_repack(self.path) if repack is None else repack
+        params.use_extra_bufts = repack_is_worth_it(file_type) if repack is None else repack
+        arrays = header.arrays
+        self.tokenizer = Qwen3Tokenizer(
+            arrays[TOKENS_KEY],  # type: ignore[arg-type]  # checked by _gguf.check_qwen3
+            arrays.get(TOKEN_TYPES_KEY),  # type: ignore[arg-type]
+            arrays[MERGES_KEY],  # type: ignore[arg-type]
+            self.path,
+        )
         _recent_errors.clear()
         model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not model:
-            detail = "; ".join(_recent_errors) or "no detail from llama.cpp"
-            raise BackendError(f"llama.cpp could not load {self.path}: {detail}")
+            # The header passed our checks, so what llama.cpp refuses is in the
+            # tensors (a shape, a type) or beyond memory; its log line says which.
+            detail = "; ".join(_recent_errors) or "llama.cpp logged no reason"
+            raise ModelFileError(
+                f"llama.cpp could not load {self.path}: {detail}; expected {expected}",
+                str(self.path),
+            )
         self._model = model
         self._vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
@@ -323,23 +350,13 @@ class Engine:
         return labels
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
-        """Token ids of ``text`` alone: no BOS, no EOS.
+        """Token ids of ``text`` alone: no BOS, no EOS, as Qwen3's own tokenizer gives them.
 
         ``special``: read special-token text (``<|im_start|>``) as those
         tokens. Off for user text, so a text that spells a special token
-        stays text.
+        stays text. (Not ``llama_tokenize``: see :mod:`._tokenizer`.)
         """
-        data = text.encode("utf-8")
-        cap = len(data) + 8
-        buf = (ctypes.c_int32 * cap)()
-        n = self._llama.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
-        if n < 0:
-            cap = -n
-            buf = (ctypes.c_int32 * cap)()
-            n = self._llama.llama_tokenize(self._vocab, data, len(data), buf, cap, False, special)
-        if n < 0:
-            raise BackendError(f"llama.cpp failed to tokenize a text of {len(data)} bytes")
-        return list(buf[:n])
+        return self.tokenizer.encode(text, special=special)
 
     # -- decoding ----------------------------------------------------------
 

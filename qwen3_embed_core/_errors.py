@@ -55,6 +55,22 @@ class ModelNotFoundError(Qwen3EmbedError, FileNotFoundError):
     """The GGUF file (or the served model) could not be found or downloaded."""
 
 
+class ModelFileError(Qwen3EmbedError, ValueError):
+    """A model file is unusable: damaged, truncated, not GGUF, or not a Qwen3 model.
+
+    Raised before any text is processed; the message names the file, what it
+    is and what was expected. ``path`` is the file.
+    """
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class WrongModelKindError(ModelFileError, ConfigurationError):
+    """A sound Qwen3 GGUF of the other kind: a reranker given to the embedder, or the reverse."""
+
+
 class BackendError(Qwen3EmbedError, RuntimeError):
     """The inference backend failed while embedding."""
 

@@ -4,9 +4,13 @@ The decoding machinery (packing, shared prefixes, the two output phases) is
 the :class:`~._engine.Engine` it shares with the local reranker; this module
 adds what is particular to embeddings:
 
-* tokens come from ``llama_tokenize`` *without* special handling and the EOS
-  id is appended here, so every sequence ends in exactly one EOS whatever
-  ``tokenizer.ggml.add_eos_token`` says;
+* the file is checked before llama.cpp sees it (:mod:`._gguf`): a damaged,
+  truncated or non-Qwen3 file, or a Qwen3-Reranker, is refused with an error
+  saying what it is;
+* tokens come from Qwen3's own tokenizer built from the file's vocabulary
+  (:mod:`._tokenizer`, not ``llama_tokenize``) *without* special handling, and
+  the EOS id is appended here, so every sequence ends in exactly one EOS
+  whatever ``tokenizer.ggml.add_eos_token`` says;
 * last-token pooling, read from llama.cpp as the raw final hidden state;
 * texts over ``max_tokens`` raise :class:`TextTooLongError`, or are cut
   (keeping EOS) with ``truncate=True``.
@@ -27,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ._engine import DEFAULT_MAX_SEQUENCES, Engine, Output
-from ._errors import BackendError, TextTooLongError
+from ._errors import BackendError, TextTooLongError, WrongModelKindError
+from ._gguf import EXPECTED_EMBEDDER, check_qwen3, read_header, reranker_evidence
 from ._qwen3 import POOLING_LAST
 
 logger = logging.getLogger("qwen3_embed_core.local")
@@ -73,9 +78,20 @@ class LocalBackend:
         share_prefixes: bool = True,
         model_name: str | None = None,
     ) -> None:
-        self.path = Path(model_path)
+        self.path = path = Path(model_path)
+        header = read_header(path, keep_vocab=True, expected=EXPECTED_EMBEDDER)
+        check_qwen3(header, path, EXPECTED_EMBEDDER)
+        why = reranker_evidence(header)
+        if why is not None:
+            raise WrongModelKindError(
+                f"{path} is a Qwen3-Reranker GGUF, not an embedding model ({why}); expected "
+                f"{EXPECTED_EMBEDDER}. Score with it through Qwen3Reranker.local(...)",
+                str(path),
+            )
         self.engine = Engine(
-            self.path,
+            path,
+            header=header,
+            expected=EXPECTED_EMBEDDER,
             pooling=POOLING_LAST,
             n_threads=n_threads,
             batch_tokens=batch_tokens,
@@ -100,12 +116,6 @@ class LocalBackend:
         self.context_tokens = engine.context_tokens
         self.max_tokens = min(max_tokens or self.context_tokens, self.context_tokens)
         self.metadata = engine.metadata
-        if engine.arch != "qwen3":
-            warnings.warn(
-                f"{self.path.name} is a {engine.arch!r} model, not qwen3: the Qwen3 instruction "
-                "format and last-token pooling may not suit it",
-                stacklevel=3,
-            )
         self.file_adds_eos = self.metadata.get("tokenizer.ggml.add_eos_token") == "true"
         if not self.file_adds_eos:
             logger.info(

@@ -38,6 +38,25 @@ MAX_CONTEXT_TOKENS = 32768
 # llama.cpp's enum value for last-token pooling (LLAMA_POOLING_TYPE_LAST).
 POOLING_LAST = 3
 
+# -- the GGUF file and its tokenizer -------------------------------------------
+# general.architecture of every Qwen3 GGUF (embedding and reranker alike).
+QWEN3_ARCH = "qwen3"
+# tokenizer.ggml.model for byte-level BPE (GPT-2 style), which Qwen3 uses.
+QWEN3_TOKENIZER_MODEL = "gpt2"
+# Qwen3's pre-tokenizer split, as in its tokenizer.json (then ByteLevel without
+# its own regex). llama.cpp's copy of it classifies characters with older
+# Unicode tables (letters new in Unicode 16 are not letters there), so the
+# local backends tokenize with Hugging Face tokenizers and this pattern instead.
+QWEN2_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# GGUF token types (llama.cpp's llama_token_type): control tokens (<|endoftext|>,
+# <|im_start|>) are matched in text only when asked; user-defined ones (<think>)
+# always, as Qwen3's tokenizer does with its added tokens.
+TOKEN_TYPE_CONTROL = 3
+TOKEN_TYPE_USER_DEFINED = 4
+
 
 @dataclass(frozen=True)
 class Task:
@@ -228,6 +247,8 @@ POOLING_RANK = 4
 # Qwen3 ties the output layer to token_embd in the 0.6B model; a plain (headless)
 # conversion reads the yes/no logits from whichever of the two the file has.
 OUTPUT_TENSOR, TOKEN_EMBD_TENSOR = "output.weight", "token_embd.weight"
+# The key of the rerank prompt template llama.cpp's converter writes into a reranker.
+RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
 # The pooling types an *embedding* conversion declares (none of them is a reranker).
 EMBEDDING_POOLING_TYPES = {1: "mean", 2: "cls", 3: "last"}
 

@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from ._engine import DEFAULT_MAX_SEQUENCES, Engine, Output
-from ._errors import BackendError, ConfigurationError, TextTooLongError
-from ._gguf import read_header
+from ._errors import BackendError, TextTooLongError, WrongModelKindError
+from ._gguf import EXPECTED_RERANKER, check_qwen3, embedding_evidence, read_header
 from ._packing import common_prefix
 from ._qwen3 import (
-    EMBEDDING_POOLING_TYPES,
     POOLING_RANK,
+    QWEN3_ARCH,
     RERANK_HEAD_TENSOR,
     RERANK_NO,
     RERANK_PREFIX,
@@ -59,15 +59,16 @@ POOLING_UNSPECIFIED = -1
 _SOFTMAX_TOLERANCE = 1e-5
 
 
-class NotARerankerError(ConfigurationError):
+class NotARerankerError(WrongModelKindError):
     """The GGUF file cannot give Qwen3-Reranker scores (the message says why)."""
 
 
 def _refuse(path: Path, why: str) -> NotARerankerError:
     return NotARerankerError(
-        f"{path.name} is not a usable Qwen3-Reranker GGUF: {why}. Use a Qwen3-Reranker file "
+        f"{path} is not a usable Qwen3-Reranker GGUF: {why}; expected {EXPECTED_RERANKER}, "
         "converted by llama.cpp b6578 or later (with the cls.output head), or a plain "
-        "Qwen3-Reranker causal-LM conversion"
+        "Qwen3-Reranker causal-LM conversion",
+        str(path),
     )
 
 
@@ -127,20 +128,18 @@ class LocalRerankBackend:
         model_name: str | None = None,
     ) -> None:
         self.path = path = Path(model_path)
-        try:
-            header = read_header(path)
-        except (OSError, ValueError) as exc:
-            raise BackendError(f"cannot read {path}: {exc}") from exc
+        header = read_header(path, keep_vocab=True, expected=EXPECTED_RERANKER)
         meta = header.metadata
         arch = meta.get("general.architecture")
-        if arch != "qwen3":
-            raise _refuse(path, f"its architecture is {arch!r}, not 'qwen3'")
+        if arch != QWEN3_ARCH:
+            raise _refuse(path, f"its architecture is {arch!r}, not {QWEN3_ARCH!r}")
+        check_qwen3(header, path, EXPECTED_RERANKER)
         self.headed = RERANK_HEAD_TENSOR in header.tensors
         pooling = meta.get(f"{arch}.pooling_type")
-        if not self.headed and isinstance(pooling, int) and pooling in EMBEDDING_POOLING_TYPES:
+        why = None if self.headed else embedding_evidence(header)
+        if why is not None:
             raise _refuse(
-                path, f"it declares {EMBEDDING_POOLING_TYPES[pooling]} pooling, so it is an "
-                "embedding model (Qwen3-Embedding), not a reranker",
+                path, f"{why}, so it is an embedding model (Qwen3-Embedding), not a reranker"
             )
         if self.headed:
             rows = header.tensors[RERANK_HEAD_TENSOR]
@@ -159,6 +158,8 @@ class LocalRerankBackend:
 
         self.engine = Engine(
             path,
+            header=header,
+            expected=EXPECTED_RERANKER,
             pooling=POOLING_RANK if self.headed else POOLING_UNSPECIFIED,
             n_threads=n_threads,
             batch_tokens=batch_tokens,
