@@ -88,9 +88,12 @@ that does not fit: ``ConfigurationError``).
     may be ``""`` (not needed); every other field must be as stored.
 ``write(points: Sequence[Point], vectors: numpy.ndarray | None) -> None``
     Upsert by id. With ``vectors`` (float32, shape ``(len(points), dims)``):
-    whole points. With ``None``: the points exist; replace their fields
-    (everything in :class:`Point`) and keep their vectors. Returns when the
-    write is durable as far as the store offers (Qdrant: ``wait=True``).
+    whole points, text included. With ``None``: the points exist with the
+    same text and vector; replace every field but ``text`` (``metadata``,
+    ``record_id``, ``content_hash`` and the source fields) and keep the text
+    and vector as stored (``Point.text`` may then be ``""``: ignore it).
+    Returns when the write is durable as far as the store offers (Qdrant:
+    ``wait=True``).
 ``delete(ids: Sequence[str]) -> None``
     Delete these points (ids not stored are ignored), batched, not one call
     per id.
