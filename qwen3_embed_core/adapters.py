@@ -51,7 +51,16 @@ from ._records import (
     run_ingest,
     total_of,
 )
+from ._reranker import Qwen3Reranker
 from ._sources import Chunker, Inputs, chunk_record, file_roots, file_sources, text_source
+from ._spec import (
+    EmbedderSpec,
+    RerankerSpec,
+    check_record,
+    embedder_record,
+    spec_record,
+    vector_record,
+)
 from ._sync import (
     Source,
     apply_points,
@@ -62,64 +71,55 @@ from ._sync import (
     source_hash,
     sync,
 )
-from ._reranker import Qwen3Reranker
-from ._spec import (
-    EmbedderSpec,
-    RerankerSpec,
-    check_record,
-    embedder_record,
-    spec_record,
-    vector_record,
-)
 from .stores import Cleanup, Collection, Point, check_profile
 
 __all__ = [
     "API_KEY_ENV",
-    "Chunker",
-    "Cleanup",
-    "Collection",
-    "Inputs",
-    "Point",
-    "Source",
-    "apply_points",
-    "check_cleanup",
-    "check_limit",
-    "check_scope",
-    "chunk_record",
-    "cleanup_sources",
-    "embedder_profile",
-    "file_roots",
-    "file_sources",
-    "ingest_into",
-    "record_sources",
-    "search_in",
-    "source_hash",
-    "spec_of_profile",
-    "sync",
-    "text_source",
     "BACKENDS",
     "MODEL_ARGUMENTS",
     "BackendName",
     "BatchCallback",
+    "Chunker",
+    "Cleanup",
+    "Collection",
     "EmbedderSpec",
+    "Inputs",
     "LocalOptions",
     "ModelRunnerOptions",
     "OnError",
+    "Point",
     "Record",
     "RerankerSpec",
+    "Source",
+    "apply_points",
+    "check_cleanup",
+    "check_limit",
     "check_record",
+    "check_scope",
+    "chunk_record",
+    "cleanup_sources",
     "embedder_from_fields",
+    "embedder_profile",
     "embedder_record",
+    "file_roots",
+    "file_sources",
     "infer_backend",
+    "ingest_into",
     "missing_dependency",
     "model_from_fields",
     "prepare_record",
+    "record_sources",
     "rerank_candidates",
     "rerank_hits",
     "reranker_from_fields",
     "run_ingest",
+    "search_in",
+    "source_hash",
     "spec_from_fields",
+    "spec_of_profile",
     "spec_record",
+    "sync",
+    "text_source",
     "vector_record",
 ]
 
@@ -381,7 +381,8 @@ def search_in(
     fetch = rerank_candidates(limit, rerank, candidates)
     stored = collection.profile()
     if stored is None:
-        raise ConfigurationError(f"{collection.uri} has no collection {collection.uri.collection!r}")
+        raise ConfigurationError(
+            f"{collection.uri} has no collection {collection.uri.collection!r}")
     if not stored:
         raise ConfigurationError(
             f"{collection.uri} has no qwen3-embed record; it was not made by qwen3-embed's "
