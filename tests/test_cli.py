@@ -11,8 +11,8 @@ from chromadb.config import Settings
 from qdrant_client import QdrantClient
 
 from qwen3_embed_cli import main
-from qwen3_embed_core.stores import parse_uri
 from qwen3_embed_core import Qwen3Embedder
+from qwen3_embed_core.stores import parse_uri
 
 from .conftest import COS_MIN
 from .stores import CLI, THREADS, child_env, chroma_server, free_port, local_embedder

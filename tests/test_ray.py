@@ -128,7 +128,7 @@ def test_stage_vectors_ids_threads_and_bad_rows(cluster, tiny_model, core):
 
 def test_stage_refuses_what_it_would_overwrite(tiny_model):
     stage = Qwen3EmbedBatches(str(tiny_model), n_threads=THREADS)
-    with pytest.raises(ConfigurationError, match="'point_id'.* would be overwritten"):
+    with pytest.raises(ConfigurationError, match=r"'point_id'.* would be overwritten"):
         stage({"text": np.array(["a"]), "point_id": np.array(["x"])})
     with pytest.raises(ConfigurationError, match=r"'body'.* not in the dataset"):
         Qwen3EmbedBatches(str(tiny_model), text_column="body", n_threads=THREADS)(
@@ -328,7 +328,7 @@ def test_unreachable_store_or_model_fails_fast_on_the_driver(cluster, tiny_model
             ingest_dataset(ds, kwargs.pop("uri"), **kwargs)
         assert time.monotonic() - t0 < 15, kwargs
     # The dataset's schema is checked on the driver, before any actor starts.
-    with pytest.raises(ConfigurationError, match="'embedding'.* would be overwritten"):
+    with pytest.raises(ConfigurationError, match=r"'embedding'.* would be overwritten"):
         ingest_dataset(ray.data.from_items([{"embedding": 1, "text": "a"}]),
                        f"qdrant:{tmp_path}/db/x", model=str(tiny_model))
     # An error raised on an actor reaches the driver as the library's own, not as Ray's
