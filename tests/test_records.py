@@ -195,3 +195,35 @@ def test_spec_records_compare_model_size_and_instructions():
     ]:
         with pytest.raises(ConfigurationError, match=f"collection 'c' was made with {word}"):
             check_record(a, spec_record(other), "collection 'c'")
+
+
+def test_chunking_tokenizes_once_and_cuts_on_token_offsets(tiny_model):
+    """The local model's offsets: one check per chunk, not a search of counts."""
+    from qwen3_embed_core import Qwen3Embedder, chunk_text
+    from qwen3_embed_core.adapters import Chunker
+
+    from .texts import long_text
+
+    text = long_text(300, seed=4) + "\n\nunicodé 日本語 😀 text, and a verylongwordwithoutspaces" * 3
+    with Qwen3Embedder.local(tiny_model, n_threads=1) as emb:
+        calls = []
+
+        def count(t):
+            calls.append(t)
+            return emb.count_tokens(t)
+
+        fast = Chunker.of(emb, 16, 4)
+        assert fast.starts is not None and fast.overhead == 1  # EOS
+        chunks = Chunker(count, 16, 4, fast.starts, fast.overhead).cut(text)
+        assert all(emb.count_tokens(c) <= 16 for c in chunks)
+        assert len(calls) <= 1.2 * len(chunks)  # one check a chunk, a few re-cuts
+        # Nothing is lost: every word of the text is in some chunk, in order.
+        words = text.split()
+        joined = " ".join(chunks).split()
+        it = iter(joined)
+        assert all(any(w == x or w in x for x in it) for w in words[:200])
+        # Most chunks are full: cutting on offsets wastes little of the budget.
+        assert sum(emb.count_tokens(c) for c in chunks) / len(chunks) >= 12
+        calls.clear()
+        chunk_text(text, count, 16, 4)  # the counting rule, for servers
+        assert len(calls) > 5 * len(chunks)

@@ -44,7 +44,7 @@ def cli(capsys, *argv):
 
 def expected(emb, root, namespace=None):
     """{source id: chunk texts} of every text file under ``root``, by the CLI's rule."""
-    chunker = Chunker(emb.count_tokens, CHUNK, OVERLAP)
+    chunker = Chunker.of(emb, CHUNK, OVERLAP)
     ns = namespace or root.name
     out = {}
     for path in sorted(root.rglob("*")):
