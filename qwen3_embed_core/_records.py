@@ -3,8 +3,9 @@
 Store adapters (Qdrant, Chroma) share this so that a record gets the same
 id, hash and error everywhere:
 
-* a record is a ``str`` or a mapping ``{"id"?, "text", "metadata"?}`` (other
-  keys are kept as metadata);
+* a record is a ``str`` or a mapping ``{"id"?, "text", "metadata"?, "source"?}``
+  (other keys are kept as metadata); ``source`` names the source that owns
+  the record (a file...), see :mod:`qwen3_embed_core.stores`;
 * its id is ``uuid5`` of the record's own id or, absent one, of its text, so
   writing the same records twice leaves each one once;
 * its content hash (SHA-256 of the text) tells an adapter whether the stored
@@ -18,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -71,6 +72,7 @@ class Record:
     text: str
     metadata: dict[str, Any]
     hash: str
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,11 @@ class IngestReport:
     already stored with the same content (not embedded again).
     ``duplicates``: records repeating an id later in the same batch (the
     last one wins). ``bad``: records skipped as unusable, with positions.
+    ``sources``: sources seen (files, records' ``source``), of which
+    ``unchanged_sources`` were recognised by their hash and not read again.
+    ``deleted``: stale points deleted (chunks no longer in their source, and
+    with ``cleanup="full"`` every chunk of ``deleted_sources`` absent from
+    the input). ``dry_run``: nothing was written; the counts say what would be.
     """
 
     seen: int = 0
@@ -108,9 +115,14 @@ class IngestReport:
     skipped: int = 0
     duplicates: int = 0
     bad: list[BadRecord] = field(default_factory=list)
+    sources: int = 0
+    unchanged_sources: int = 0
+    deleted: int = 0
+    deleted_sources: int = 0
+    dry_run: bool = False
 
     def summary(self) -> str:
-        """One line for people: the counts."""
+        """One line for people: the counts (what would be done, for a dry run)."""
         text = (
             f"{self.seen} records: {self.embedded} embedded, {self.written} written "
             f"({self.updated} updated), {self.skipped} skipped as already present"
@@ -119,7 +131,13 @@ class IngestReport:
             text += f", {self.duplicates} duplicate ids"
         if self.bad:
             text += f", {len(self.bad)} bad records skipped"
-        return text
+        if self.sources:
+            text += (f"; {self.sources} sources ({self.unchanged_sources} unchanged, not read "
+                     "again)")
+        text += f"; {self.deleted} deleted"
+        if self.deleted_sources:
+            text += f" ({self.deleted_sources} sources removed)"
+        return f"dry run, nothing written or deleted: {text}" if self.dry_run else text
 
 
 @dataclass(frozen=True)
@@ -154,6 +172,7 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
     """
     where = where or f"record {position}"
     record_id: Any = None
+    source: str | None = None
     metadata: Mapping[str, Any] = {}
     if isinstance(record, str):
         text: object = record
@@ -176,7 +195,13 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
             raise InvalidInputTypeError(
                 f"{where}: metadata must be a mapping, not {type(metadata).__name__}", position
             )
-        extra = {k: v for k, v in record.items() if k not in ("id", "text", "metadata")}
+        source = record.get("source")
+        if source is not None and (not isinstance(source, str) or not source):
+            raise InvalidInputTypeError(
+                f"{where}: source must be a non-empty str naming the record's source, "
+                f"not {source!r}", position)
+        extra = {k: v for k, v in record.items()
+                 if k not in ("id", "text", "metadata", "source")}
         if extra:  # JSONL rows often carry "title", "url"...: keep them as metadata
             metadata = {**extra, **metadata}
     else:
@@ -189,6 +214,10 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
         clean = check_text(text)
     except (InvalidInputError, InvalidInputTypeError) as exc:
         raise type(exc)(f"{where}: {exc}", position) from None
+    empty = [k for k in metadata if not isinstance(k, str) or not k.strip()]
+    if empty:  # Chroma refuses them, and no filter can name them
+        raise InvalidInputError(
+            f"{where}: metadata keys must be non-empty strings, not {empty[0]!r}", position)
     try:
         stored = _jsonable(metadata)
     except (TypeError, ValueError) as exc:
@@ -202,49 +231,8 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
         text=clean,
         metadata=stored,
         hash=content_hash(clean),
+        source=source,
     )
-
-
-def batches(
-    records: Iterable[object],
-    batch_size: int,
-    report: IngestReport,
-    on_error: OnError = "skip",
-) -> Iterator[list[Record]]:
-    """Validate a stream lazily and yield batches of at most ``batch_size`` records.
-
-    Memory stays at one batch whatever the stream's length. Bad records are
-    appended to ``report.bad`` (``on_error="skip"``) or raised
-    (``"raise"``). Within a batch a repeated id keeps its last record.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive integer, not {batch_size!r}")
-    if on_error not in ("skip", "raise"):
-        raise ConfigurationError(f"on_error must be 'skip' or 'raise', not {on_error!r}")
-    if isinstance(records, (str, bytes, Mapping)):
-        raise InvalidInputTypeError(
-            "records must be an iterable of records; wrap a single record in a list"
-        )
-    batch: dict[str, Record] = {}
-    for position, raw in enumerate(records):
-        report.seen += 1
-        try:
-            rec = prepare_record(position, raw)
-        except (InvalidInputError, InvalidInputTypeError) as exc:
-            if on_error == "raise":
-                raise
-            rid = raw.get("id") if isinstance(raw, Mapping) else None
-            report.bad.append(BadRecord(position, str(exc), rid))
-            continue
-        if rec.id in batch:
-            report.duplicates += 1
-            del batch[rec.id]  # re-insert: order follows the last occurrence
-        batch[rec.id] = rec
-        if len(batch) >= batch_size:
-            yield list(batch.values())
-            batch = {}
-    if batch:
-        yield list(batch.values())
 
 
 class Progress:
@@ -284,57 +272,3 @@ def total_of(records: Iterable[object]) -> int | None:
 
 
 BatchCallback = Callable[[IngestReport], None]
-
-
-def run_ingest(
-    records: Iterable[object],
-    *,
-    embed: Callable[[list[str]], Any],
-    lookup: Callable[[list[Record]], Mapping[str, tuple[object, object]]],
-    labels: Callable[[Record], object],
-    write: Callable[[list[Record], Any], None],
-    relabel: Callable[[list[Record]], None],
-    batch_size: int = 64,
-    on_error: OnError = "skip",
-    progress: bool = False,
-    on_batch: BatchCallback | None = None,
-) -> IngestReport:
-    """The ingestion loop every store shares; the store supplies four small callables.
-
-    ``lookup(batch)``: for the records already stored, ``{id: (content hash,
-    labels)}`` as stored. ``labels(record)``: the labels (metadata...) the
-    record should have, in the store's own form. ``embed(texts)``: document
-    vectors. ``write(records, vectors)``: upsert whole points.
-    ``relabel(records)``: rewrite labels only (same text, same vector).
-    Per batch: unchanged records are skipped, new or edited text is
-    embedded and written, label-only edits are rewritten without embedding.
-    A crash loses at most the batch in flight; a re-run finishes the rest.
-    """
-    report = IngestReport()
-    bar = Progress(progress, total_of(records))
-    try:
-        for batch in batches(records, batch_size, report, on_error):
-            stored = lookup(batch)
-            todo, changed = [], []
-            for rec in batch:
-                prev = stored.get(rec.id)
-                if prev is None or prev[0] != rec.hash:
-                    todo.append(rec)
-                elif prev[1] != labels(rec):
-                    changed.append(rec)
-                else:
-                    report.skipped += 1
-            if todo:
-                vectors = embed([r.text for r in todo])
-                report.embedded += len(todo)
-                write(todo, vectors)
-            if changed:
-                relabel(changed)
-            report.written += len(todo) + len(changed)
-            report.updated += len(changed) + sum(r.id in stored for r in todo)
-            bar.update(report)
-            if on_batch is not None:
-                on_batch(report)
-    finally:
-        bar.close(report)
-    return report
