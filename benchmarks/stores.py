@@ -1,0 +1,403 @@
+"""The embedded vector stores side by side: write, reopen, one query, peak memory.
+
+    python benchmarks/stores.py [--points 100000,1000000] [--dim 1024]
+                                [--stores qdrant-local,chroma,qdrant-edge]
+                                [--batch 1000] [--queries 20] [--no-chunks]
+
+Part 1, raw points: ``--points`` random unit vectors of ``--dim`` dimensions
+(1024: Qwen3-Embedding-0.6B's size) with a small payload shaped like ours
+(text, source id, content hash, record id, metadata), written in batches of
+``--batch`` into each embedded store, each store in fresh processes:
+
+- write: every batch upserted, then what the store needs to serve queries
+  fast (Qdrant Edge: ``optimize()``, its HNSW and payload indexes; printed
+  apart as "+ index");
+- reopen: a new process opens the store on disk (until the first query can run);
+- query: median wall time of ``--queries`` top-10 nearest-neighbour queries,
+  each a stored vector plus noise, whose own point must come back first (a
+  store that answers fast but wrong fails the run);
+- peak RSS: the process's peak resident memory (``ru_maxrss``), writing
+  (the index build included) and reopening + querying.
+
+Stores: ``qdrant-local`` is qdrant-client's local mode (``QdrantClient(path=)``,
+a pure-Python stand-in that holds every point in memory and searches by brute
+force); ``chroma`` is ``chromadb.PersistentClient``; ``qdrant-edge`` is Qdrant
+Edge (``qdrant-edge-py``, the Qdrant engine in-process). A size whose
+estimated memory (the smaller size's peak, scaled) exceeds 80% of this
+machine's available memory is skipped, and the table says so.
+
+Part 2, real chunks: this repository's README and docs cut into chunks by the
+library's chunker and ingested with the tiny test model into each store
+through the store URIs (``qdrant:``, ``chroma:``, ``qdrant-edge:``): ingestion
+time, one search, and the point count checked against the chunk count.
+
+Targets, Qdrant Edge at 100,000 points: a query <= 5 ms, reopen <= 1 s, peak
+RSS <= 2 GiB, write + index no slower than Chroma's write. Exit status 0 only
+when all are met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STORES = ("qdrant-local", "chroma", "qdrant-edge")
+LABELS = {"qdrant-local": "qdrant-client local mode (path=)", "chroma": "Chroma persistent",
+          "qdrant-edge": "Qdrant Edge (qdrant-edge-py)"}
+NAME = "bench"
+SEED = 20
+NOISE = 0.05  # query = stored vector + this much noise per component, renormalised
+# Targets for Qdrant Edge at TARGET_POINTS points (issue: "an embedded Qdrant that scales").
+TARGET_POINTS = 100_000
+TARGET_QUERY_MS = 5.0
+TARGET_REOPEN_S = 1.0
+TARGET_RSS_MIB = 2048
+MEMORY_SHARE = 0.8  # of MemAvailable a size may be estimated to need
+
+
+# -- the data: deterministic, generated batch by batch (the stream is not held) ------------
+
+def batch_vectors(start: int, count: int, dim: int) -> np.ndarray:
+    """Unit vectors ``start .. start+count-1``; the same for every store and process."""
+    out = np.empty((count, dim), np.float32)
+    for i in range(count):  # seeded per point: any point is rebuilt alone for its query
+        out[i] = np.random.default_rng((SEED, start + i)).standard_normal(dim, np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out
+
+
+def point_id(i: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"bench-{i}"))
+
+
+def payload(i: int) -> dict:
+    """Shaped like the library's points: text, source, content hash, record id, metadata."""
+    return {"text": f"Chunk {i} of a benchmark document about topic {i % 97}, with some words.",
+            "source": f"docs/file-{i // 20}.md", "source_hash": f"{(i // 20) * 2654435761:016x}",
+            "record_id": f"docs/file-{i // 20}.md#{i % 20}", "content_hash": f"{i:032x}",
+            "metadata": {"chunk": i % 20, "lang": "en"}}
+
+
+def batches(n: int, size: int, dim: int) -> Iterator[tuple[list[str], np.ndarray, list[dict]]]:
+    for start in range(0, n, size):
+        count = min(size, n - start)
+        idx = range(start, start + count)
+        yield [point_id(i) for i in idx], batch_vectors(start, count, dim), [payload(i)
+                                                                              for i in idx]
+
+
+def query_targets(n: int, q: int) -> list[int]:
+    rng = np.random.default_rng(SEED + 1)
+    return [int(i) for i in rng.choice(n, size=q, replace=False)]
+
+
+def query_vector(i: int, dim: int) -> np.ndarray:
+    v = batch_vectors(i, 1, dim)[0]
+    v = v + NOISE * np.random.default_rng((SEED + 2, i)).standard_normal(dim, np.float32) / dim**0.5
+    return v / np.linalg.norm(v)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# -- the stores: write all, then open afresh and query --------------------------------------
+
+def chroma_client(folder: str):  # noqa: ANN201 - chromadb is imported here only
+    import chromadb
+    from chromadb.config import Settings
+
+    return chromadb.PersistentClient(folder, settings=Settings(anonymized_telemetry=False))
+
+
+def flat(p: dict) -> dict:
+    """Chroma metadata holds scalars only: the nested metadata flattened."""
+    out = {k: v for k, v in p.items() if k not in ("metadata", "text")}
+    out.update({f"metadata.{k}": v for k, v in p["metadata"].items()})
+    return out
+
+
+def write(store: str, folder: str, n: int, dim: int, size: int) -> dict:
+    out: dict = {}
+    t0 = time.perf_counter()
+    if store == "qdrant-local":
+        from qdrant_client import QdrantClient, models
+
+        client = QdrantClient(path=folder)
+        client.create_collection(NAME, vectors_config=models.VectorParams(
+            size=dim, distance=models.Distance.COSINE))
+        for ids, vecs, pays in batches(n, size, dim):
+            client.upsert(NAME, points=[models.PointStruct(id=i, vector=v.tolist(), payload=p)
+                                        for i, v, p in zip(ids, vecs, pays, strict=True)])
+        client.close()
+        out["write_s"] = time.perf_counter() - t0
+    elif store == "chroma":
+        col = chroma_client(folder).create_collection(NAME, configuration={"hnsw": {
+            "space": "cosine"}}, embedding_function=None)
+        for ids, vecs, pays in batches(n, size, dim):
+            col.upsert(ids=ids, embeddings=vecs, metadatas=[flat(p) for p in pays],
+                       documents=[p["text"] for p in pays])
+        out["write_s"] = time.perf_counter() - t0
+    else:
+        import qdrant_edge as qe
+
+        shard = qe.EdgeShard.create(folder, qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)))
+        for field in ("source", "record_id"):  # what a sync filters on
+            shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        for ids, vecs, pays in batches(n, size, dim):
+            shard.update(qe.UpdateOperation.upsert_points(
+                [qe.Point(id=i, vector=v.tolist(), payload=p)
+                 for i, v, p in zip(ids, vecs, pays, strict=True)]))
+        out["write_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        shard.optimize()
+        shard.flush()
+        out["index_s"] = time.perf_counter() - t1
+        info = shard.info()
+        out.update(points=info.points_count, indexed=info.indexed_vectors_count,
+                   segments=info.segments_count)
+        shard.close()
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
+
+
+def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
+    targets = query_targets(n, q)
+    queries = [query_vector(i, dim).tolist() for i in targets]
+    t0 = time.perf_counter()
+    if store == "qdrant-local":
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=folder)
+        count = client.count(NAME, exact=True).count
+
+        def top10(v: list[float]) -> list[str]:
+            return [str(p.id) for p in client.query_points(NAME, query=v, limit=10).points]
+    elif store == "chroma":
+        col = chroma_client(folder).get_collection(NAME, embedding_function=None)
+        count = col.count()
+
+        def top10(v: list[float]) -> list[str]:
+            return col.query(query_embeddings=[v], n_results=10, include=[])["ids"][0]
+    else:
+        import qdrant_edge as qe
+
+        shard = qe.EdgeShard.load(folder)
+        count = shard.info().points_count
+
+        def top10(v: list[float]) -> list[str]:
+            req = qe.QueryRequest(limit=10, query=qe.Query.Nearest(v), with_payload=True)
+            return [str(p.id) for p in shard.query(req)]
+    reopen = time.perf_counter() - t0
+    times, wrong = [], 0
+    for i, v in zip(targets, queries, strict=True):
+        t = time.perf_counter()
+        ids = top10(v)
+        times.append(time.perf_counter() - t)
+        wrong += ids[:1] != [point_id(i)]
+    return {"reopen_s": reopen, "query_ms": 1000 * statistics.median(times),
+            "first_query_ms": 1000 * times[0], "wrong_top1": wrong, "count": count,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def _child(args: list[str]) -> dict:
+    env = {**os.environ, "ANONYMIZED_TELEMETRY": "False"}
+    done = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True,
+                          text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{args[:3]} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure(store: str, n: int, args: argparse.Namespace, scratch: str) -> dict:
+    folder = tempfile.mkdtemp(prefix=f"{store}-{n}-", dir=scratch)
+    try:
+        row = _child(["write", store, folder, str(n), str(args.dim), str(args.batch)])
+        got = _child(["read", store, folder, str(n), str(args.dim), str(args.queries)])
+        row.update({k: v for k, v in got.items() if k != "peak_rss_mib"},
+                   write_rss_mib=row.pop("peak_rss_mib"), read_rss_mib=got["peak_rss_mib"])
+        row["disk_mib"] = sum(f.stat().st_size for f in Path(folder).rglob("*")
+                              if f.is_file()) / 2**20
+        return row
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def available_mib() -> float:
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) / 1024
+
+
+def raw_table(args: argparse.Namespace, scratch: str) -> tuple[dict, bool]:
+    sizes = sorted(int(s) for s in args.points.split(","))
+    stores = [s for s in args.stores.split(",") if s]
+    rows: dict[tuple[str, int], dict] = {}
+    for store in stores:
+        for n in sizes:
+            smaller = [m for m in sizes if m < n and (store, m) in rows and "skipped" not in
+                       rows[store, m]]
+            if smaller:  # memory grows with the points: scale the largest measured size
+                m = smaller[-1]
+                need = max(rows[store, m]["write_rss_mib"], rows[store, m]["read_rss_mib"])
+                need *= n / m
+                if need > MEMORY_SHARE * available_mib():
+                    rows[store, n] = {"skipped": f"needs ~{need / 1024:.0f} GiB (scaled from "
+                                      f"{m:,} points), {available_mib() / 1024:.0f} GiB "
+                                      "available"}
+                    print(f"{store} at {n:,}: skipped, {rows[store, n]['skipped']}", flush=True)
+                    continue
+            print(f"{store} at {n:,} x {args.dim} ...", flush=True)
+            rows[store, n] = measure(store, n, args, scratch)
+            print("   ", json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                                     for k, v in rows[store, n].items()}), flush=True)
+
+    print(f"\n{'embedded store':34}{'points':>11}{'write':>18}{'reopen':>9}{'query top10':>13}"
+          f"{'peak RSS write/read':>22}{'disk':>10}")
+    ok = True
+    for (store, n), row in rows.items():
+        if "skipped" in row:
+            print(f"{LABELS[store]:34}{n:>11,}   skipped: {row['skipped']}")
+            continue
+        wr = f"{row['write_s']:.1f} s" + (f" + {row['index_s']:.1f} s" if "index_s" in row
+                                          else "")
+        print(f"{LABELS[store]:34}{n:>11,}{wr:>18}{row['reopen_s']:>7.2f} s"
+              f"{row['query_ms']:>10.1f} ms{row['write_rss_mib']:>11,.0f} /"
+              f"{row['read_rss_mib']:>6,.0f} MiB{row['disk_mib']:>7,.0f} MiB")
+        if row["wrong_top1"] or row["count"] != n:
+            ok = False
+            print(f"  FAIL {store} at {n:,}: {row['count']:,} points stored, "
+                  f"{row['wrong_top1']} of {args.queries} queries missed their own point")
+    print("write: all batches upserted (+ Qdrant Edge's optimize(): HNSW and payload indexes); "
+          "reopen: a new process opens it;\nquery: median of "
+          f"{args.queries} top-10 queries, each of which must find its own point first; peak "
+          "RSS: ru_maxrss of each process.")
+    edge, chroma = rows.get(("qdrant-edge", TARGET_POINTS)), rows.get(("chroma", TARGET_POINTS))
+    if edge and "skipped" not in edge:
+        total = edge["write_s"] + edge["index_s"]
+        rss = max(edge["write_rss_mib"], edge["read_rss_mib"])
+        checks = [(f"query {edge['query_ms']:.2f} ms <= {TARGET_QUERY_MS:g} ms",
+                   edge["query_ms"] <= TARGET_QUERY_MS),
+                  (f"reopen {edge['reopen_s']:.2f} s <= {TARGET_REOPEN_S:g} s",
+                   edge["reopen_s"] <= TARGET_REOPEN_S),
+                  (f"peak RSS {rss:,.0f} MiB <= {TARGET_RSS_MIB:,} MiB", rss <= TARGET_RSS_MIB)]
+        if chroma and "skipped" not in chroma:
+            checks.append((f"write + index {total:.1f} s <= Chroma's write "
+                           f"{chroma['write_s']:.1f} s", total <= chroma["write_s"]))
+        for text, good in checks:
+            print(f"{'PASS' if good else 'FAIL'} Qdrant Edge at {TARGET_POINTS:,}: {text}")
+            ok &= good
+    return rows, ok
+
+
+# -- part 2: real chunks, tiny model, through the library's store URIs ----------------------
+
+def chunk_ingest(args: argparse.Namespace, scratch: str) -> bool:
+    """Ingest the repository's docs into each store through the library (tiny model)."""
+    from qwen3_embed_core.testing import cached_tiny_model
+
+    model = str(cached_tiny_model())
+    ok = True
+    print(f"\nreal chunks (README.md + docs/*.md, tiny model {Path(model).name}) through the "
+          "store URIs:")
+    schemes = {"qdrant-local": "qdrant", "chroma": "chroma", "qdrant-edge": "qdrant-edge"}
+    for store in [s for s in args.stores.split(",") if s]:
+        folder = tempfile.mkdtemp(prefix=f"chunks-{store}-", dir=scratch)
+        try:
+            row = _child(["chunks", schemes[store], folder, model])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        good = row["points"] == row["chunks"] and row["hit_source"] is not None
+        ok &= good
+        print(f"  {LABELS[store]:34}{row['chunks']:>6} chunks{row['ingest_s']:>8.1f} s ingest"
+              f"{row['search_ms']:>8.1f} ms search{row['peak_rss_mib']:>8,.0f} MiB peak  "
+              f"{'ok' if good else 'FAIL: ' + json.dumps(row)}")
+    return ok
+
+
+def chunks(scheme: str, folder: str, model: str) -> dict:
+    from qwen3_embed_core import Qwen3Embedder
+    from qwen3_embed_core.stores import ingest_files, open_collection, search
+
+    files = [HERE.parent / "README.md", *sorted((HERE.parent / "docs").glob("*.md"))]
+    emb = Qwen3Embedder.local(model)
+    uri = f"{scheme}:{folder}/{NAME}"
+    t0 = time.perf_counter()
+    report = ingest_files(uri, emb, files)
+    ingest_s = time.perf_counter() - t0
+    with open_collection(uri) as col:
+        points = col.count()
+    t0 = time.perf_counter()
+    hits = search(uri, emb, "how do I ingest a folder into a store?", limit=5)
+    return {"chunks": report.seen, "points": points, "ingest_s": ingest_s,
+            "search_ms": 1000 * (time.perf_counter() - t0),
+            "hit_source": hits[0].metadata.get("source") if hits else None,
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for dist in ("qdrant-client", "chromadb", "qdrant-edge-py"):
+        try:
+            out.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            out.append(f"{dist} missing")
+    return ", ".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", default=f"{TARGET_POINTS},1000000",
+                        help="comma-separated collection sizes")
+    parser.add_argument("--dim", type=int, default=1024, help="vector dimensions")
+    parser.add_argument("--stores", default=",".join(STORES), help="comma-separated")
+    parser.add_argument("--batch", type=int, default=1000, help="points per write")
+    parser.add_argument("--queries", type=int, default=20, help="queries timed (median)")
+    parser.add_argument("--no-chunks", action="store_true", help="skip part 2")
+    parser.add_argument("--scratch", help="folder for the stores (default: a temp folder)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        what, store, folder, *rest = args.child
+        if what == "write":
+            out = write(store, folder, *(int(x) for x in rest))
+        elif what == "read":
+            out = read(store, folder, *(int(x) for x in rest))
+        else:
+            out = chunks(store, folder, rest[0])
+        print(json.dumps(out))
+        return 0
+    unknown = set(args.stores.split(",")) - set(STORES) - {""}
+    if unknown:
+        parser.error(f"unknown store(s) {sorted(unknown)}; choose from {', '.join(STORES)}")
+    print(f"embedded stores, {args.dim}-dimensional points in batches of {args.batch}, "
+          f"{os.cpu_count()} CPUs, {available_mib() / 1024:.0f} GiB available; " + versions())
+    scratch = tempfile.mkdtemp(prefix="qwen3-stores-", dir=args.scratch)
+    try:
+        _, ok = raw_table(args, scratch)
+        if not args.no_chunks:
+            ok &= chunk_ingest(args, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
