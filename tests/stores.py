@@ -8,10 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from qwen3_embed_core import Qwen3Embedder
 
@@ -84,3 +87,90 @@ def chroma_server(path: Path) -> Iterator[tuple[str, int]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# -- the stores every store-layer test runs on ---------------------------------------------
+#
+# One line per store: its name (the test id) and how to make a fresh URI for one test
+# (``tmp``: that test's own folder; ``servers``: store servers started once a session).
+# Tests that take the ``store_uri`` fixture run once per line.
+
+
+class StoreServers:
+    """Store servers started on first use and stopped at the end of the session."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._stack = contextlib.ExitStack()
+        self._chroma: tuple[str, int] | None = None
+
+    def chroma(self) -> str:
+        """``host:port`` of a Chroma server (``chroma run``)."""
+        if self._chroma is None:
+            self._chroma = self._stack.enter_context(chroma_server(self.root / "chroma"))
+        host, port = self._chroma
+        return f"{host}:{port}"
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def _unique(tmp: Path) -> str:
+    """A collection name unique to this test, valid everywhere (letters, digits, '-')."""
+    name = "".join(c if c.isalnum() else "-" for c in tmp.name).strip("-")
+    return f"c-{name}"[:60].rstrip("-")
+
+
+STORE_URIS: dict[str, Callable[[Path, StoreServers], str]] = {
+    "qdrant": lambda tmp, servers: f"qdrant:{tmp}/qdrant/docs",
+    "chroma": lambda tmp, servers: f"chroma:{tmp}/chroma/docs",
+    "chroma-server": lambda tmp, servers: f"chroma+http://{servers.chroma()}/{_unique(tmp)}",
+}
+
+
+@pytest.fixture(scope="session")
+def store_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreServers]:
+    servers = StoreServers(tmp_path_factory.mktemp("store-servers"))
+    yield servers
+    servers.close()
+
+
+@pytest.fixture(params=list(STORE_URIS))
+def store_uri(request: pytest.FixtureRequest, tmp_path: Path, store_servers: StoreServers) -> str:
+    """A fresh collection URI on each store of STORE_URIS (import this fixture to use it)."""
+    return STORE_URIS[request.param](tmp_path, store_servers)
+
+
+@dataclass
+class Tally:
+    """A collection counted against the chunks it should hold."""
+
+    points: int  # count() of the collection
+    stale: int  # points whose (source, text) is not a current chunk
+    missing: int  # current chunks not stored
+    duplicated: int  # points beyond one per current chunk (same source and text, or same id)
+
+    @property
+    def exact(self) -> bool:
+        return self.stale == self.missing == self.duplicated == 0
+
+
+def tally(uri: str, expected: dict[str, list[str]], scope: str | None = None) -> Tally:
+    """Count collection ``uri`` (of ``scope``, or all) against ``expected``:
+    ``{source id: [its chunk texts]}``. Opened, read and closed through the store layer."""
+    from qwen3_embed_core.stores import open_collection
+
+    col = open_collection(uri)
+    try:
+        points = list(col.points(scope))
+        total = col.count() if scope is None else len(points)
+    finally:
+        col.close()
+    want = Counter((s, t) for s, texts in expected.items() for t in texts)
+    have = Counter((p.source, p.text) for p in points)
+    ids = Counter(p.id for p in points)
+    stale = sum(n for key, n in have.items() if key not in want)
+    missing = sum(max(0, n - have.get(key, 0)) for key, n in want.items())
+    duplicated = sum(max(0, n - want[key]) for key, n in have.items() if key in want)
+    duplicated += sum(n - 1 for n in ids.values() if n > 1) + (total - len(points))
+    return Tally(total, stale, missing, duplicated)
