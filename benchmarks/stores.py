@@ -51,6 +51,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -117,7 +118,7 @@ def peak_rss_mib() -> float:
 
 # -- the stores: write all, then open afresh and query --------------------------------------
 
-def chroma_client(folder: str):  # noqa: ANN201 - chromadb is imported here only
+def chroma_client(folder: str) -> Any:  # chromadb: imported here only
     import chromadb
     from chromadb.config import Settings
 

@@ -378,7 +378,7 @@ register_store("qdrant", "qwen3_embed_qdrant:QdrantCollection", package="qdrant-
 register_store("chroma", "qwen3_embed_chroma:ChromaCollection", package="chromadb",
                extra="chroma", server=True)
 register_store("qdrant-edge", "qwen3_embed_qdrant:EdgeCollection", package="qdrant-edge-py",
-               extra="qdrant-edge", server=False)
+               extra="qdrant", server=False)
 
 
 def store_kinds() -> list[str]:

@@ -53,10 +53,15 @@ try:
 except ImportError as exc:  # pragma: no cover - the qdrant extra is missing
     raise missing_dependency("qdrant-client", "qdrant", exc) from exc
 
+from ._collection import QdrantCollection
+from ._copy import copy_points
+from ._edge import EdgeCollection, EdgeError
+
 __all__ = [
     "METADATA_KEY", "check_collection", "collection_record", "ensure_collection", "ingest",
     "ingest_steps", "search", "store_errors",
 ]
+__all__ += ["EdgeCollection", "EdgeError", "QdrantCollection", "copy_points"]
 
 # Collection-metadata key of our record; the payload keys of every point.
 METADATA_KEY = "qwen3_embed"

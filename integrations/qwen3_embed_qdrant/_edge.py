@@ -245,7 +245,7 @@ class EdgeCollection:
         with _engine_errors(self.directory):
             self._shard.update(op)
 
-    def _scroll(self, flt: Any, payload: Any) -> Iterator[Any]:
+    def _scroll(self, flt: Any, payload: Any, *, with_vector: bool = False) -> Iterator[Any]:
         if self._shard is None:
             return
         offset = None
@@ -253,7 +253,7 @@ class EdgeCollection:
             with _engine_errors(self.directory):
                 page, offset = self._shard.scroll(self._qe.ScrollRequest(
                     offset=offset, limit=PAGE, filter=flt, with_payload=payload,
-                    with_vector=False))
+                    with_vector=with_vector))
             yield from page
             if offset is None:
                 return
@@ -277,9 +277,10 @@ class EdgeCollection:
         if not points:
             return
         qe = self._qe
-        if vectors is None:  # fields only: the vectors stay
+        if vectors is None:  # a relabel: top-level keys replaced whole; text and vector kept
             for p in points:
-                self._update(qe.UpdateOperation.overwrite_payload([p.id], p.payload()))
+                self._update(qe.UpdateOperation.set_payload(
+                    [p.id], {k: v for k, v in p.payload().items() if k != TEXT}))
             return
         vectors = np.asarray(vectors, np.float32)
         for start in range(0, len(points), PAGE):
