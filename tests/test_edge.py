@@ -229,3 +229,134 @@ def test_missing_engine_names_the_extra(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"qdrant-edge-py.*qwen3-embed\[qdrant\]"):
         open_collection(f"qdrant-edge:{tmp_path}/edge/docs", create=True)
     assert not (tmp_path / "edge").exists()
+
+
+# -- through the sync (the ingestion every entry point runs) ---------------------------------
+
+def _records(n, per_source=6, edited=False):
+    """``n`` records in sources of ``per_source``. ``edited``: every source rewritten, new
+    chunk ids and texts, one chunk fewer (its old chunks are stale until deleted)."""
+    for i in range(n):
+        s, k = divmod(i, per_source)
+        if edited and k == per_source - 1:
+            continue
+        v = "-v2" if edited else ""
+        yield {"id": f"rec-{i}{v}", "text": f"record {i}{v} of source {s}, topic {i % 13}",
+               "metadata": {"i": i}, "source": f"src-{s}"}
+
+
+def _expected(n, per_source=6, edited=False):
+    out: dict[str, list[str]] = {}
+    for r in _records(n, per_source, edited):
+        out.setdefault(r["source"], []).append(r["text"])
+    return out
+
+
+def test_the_index_is_built_once_at_the_end_of_an_ingestion(tmp_path, emb, monkeypatch):
+    from qwen3_embed_core.adapters import ingest_into
+    from qwen3_embed_qdrant import EdgeCollection
+
+    calls: list[str] = []
+    for name in ("write", "finish"):
+        original = getattr(EdgeCollection, name)
+
+        def spy(self, *args, _name=name, _original=original):
+            calls.append(_name)
+            return _original(self, *args)
+        monkeypatch.setattr(EdgeCollection, name, spy)
+    uri = f"qdrant-edge:{tmp_path}/edge/docs"
+    col = open_collection(uri, create=True)
+    try:
+        report = ingest_into(col, emb, _records(120), batch_size=16, cleanup="incremental")
+        assert report.written == 120
+        assert calls.count("finish") == 1 and calls[-1] == "finish"  # after the last write
+        assert calls.count("write") >= 120 // 16
+        calls.clear()
+        again = ingest_into(col, emb, _records(120), batch_size=16, cleanup="incremental")
+        assert again.embedded == 0 and "finish" not in calls  # nothing written: no rebuild
+    finally:
+        col.close()
+    from .stores import tally
+
+    assert tally(uri, _expected(120)).exact
+
+
+N, BATCH = 1200, 40
+CRASH_CHILD = textwrap.dedent(f"""
+    import json, sys
+    from qwen3_embed_core import Qwen3Embedder
+    from qwen3_embed_core.adapters import ingest_into
+    from qwen3_embed_core.stores import open_collection
+    sys.path.insert(0, sys.argv[4])
+    from tests.test_edge import _records
+
+    model, uri, edited = sys.argv[1], sys.argv[2], sys.argv[3] == "edited"
+    emb = Qwen3Embedder.local(model, n_threads=1)
+    sent = [0]
+    embed = emb.backend.embed
+    def counting(texts):  # what reaches llama.cpp, not what the report says
+        sent[0] += len(texts)
+        return embed(texts)
+    emb.backend.embed = counting
+    col = open_collection(uri, create=True)
+    report = ingest_into(col, emb, _records({N}, edited=edited),
+                         batch_size={BATCH}, cleanup="incremental",
+                         on_batch=lambda r: print(json.dumps({{"written": r.written}}),
+                                                  flush=True))
+    col.close()
+    print(json.dumps({{"done": True, "embedded": report.embedded, "sent": sent[0],
+                      "skipped": report.skipped, "deleted": report.deleted}}), flush=True)
+""")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15])
+def test_sigkill_mid_ingest_then_rerun_is_exact(tmp_path, tiny_model, delay):
+    """Killed a third of the way through a first ingestion, and again during an edit of
+    every source: each re-run ends with 0 lost, 0 duplicated, 0 stale chunks."""
+    import json as _json
+    import time
+    from pathlib import Path
+
+    from .stores import tally
+
+    script = tmp_path / "child.py"
+    script.write_text(CRASH_CHILD)
+    uri = f"qdrant-edge:{tmp_path}/edge/docs"
+    root = str(Path(__file__).resolve().parents[1])
+
+    def run(version: str, kill_after: int | None) -> dict:
+        child = subprocess.Popen([sys.executable, str(script), str(tiny_model), uri, version,
+                                  root], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=child_env())
+        for line in child.stdout:
+            msg = _json.loads(line)
+            if kill_after is not None and msg.get("written", 0) >= kill_after:
+                time.sleep(delay)
+                os.kill(child.pid, signal.SIGKILL)
+                child.wait(timeout=60)
+                assert child.returncode == -signal.SIGKILL
+                return msg
+            if msg.get("done"):
+                child.wait(timeout=60)
+                return msg
+        raise AssertionError(child.stderr.read()[-3000:])
+
+    killed = run("first", N // 3)
+    partial = tally(uri, _expected(N))
+    assert partial.stale == partial.duplicated == 0 and partial.points >= killed["written"]
+    done = run("first", None)
+    assert done["sent"] == done["embedded"] == N - partial.points  # survivors not re-embedded
+    assert tally(uri, _expected(N)).exact
+
+    # Every source rewritten, killed midway: old chunks may linger, none twice.
+    run("edited", N // 3)
+    mid = tally(uri, _expected(N, edited=True))
+    assert mid.duplicated == 0 and mid.stale > 0
+    final = run("edited", None)
+    t = tally(uri, _expected(N, edited=True))
+    assert t.exact, t
+    print(f"\nqdrant-edge crash test (delay {delay} s): first run killed after "
+          f"{killed['written']} written, {partial.points} stored, re-run embedded "
+          f"{done['embedded']}; edit run killed with {mid.stale} stale, {mid.missing} not yet "
+          f"written; after its re-run {t.points} points: stale {t.stale}, missing "
+          f"{t.missing}, duplicated {t.duplicated} (deleted {final['deleted']})")
