@@ -127,7 +127,8 @@ class EdgeCollection:
             raise ConfigurationError(f"no qdrant-edge store at {uri.path} (ingest into it first)")
         if col.directory.exists() and not is_edge_shard(col.directory):
             other = _other_format(col.directory)
-            if other or any(col.directory.iterdir()):
+            ours = {LOCK_FILE, PROFILE_FILE}  # left by a run killed before the shard existed
+            if other or any(p.name not in ours for p in col.directory.iterdir()):
                 raise ConfigurationError(
                     f"{col.directory} is not a Qdrant Edge shard (no {CONFIG_FILE})"
                     + (f": {other}" if other else ""))
