@@ -3,8 +3,9 @@
 Store adapters (Qdrant, Chroma) share this so that a record gets the same
 id, hash and error everywhere:
 
-* a record is a ``str`` or a mapping ``{"id"?, "text", "metadata"?}`` (other
-  keys are kept as metadata);
+* a record is a ``str`` or a mapping ``{"id"?, "text", "metadata"?, "source"?}``
+  (other keys are kept as metadata); ``source`` names the source that owns
+  the record (a file...), see :mod:`qwen3_embed_core.stores`;
 * its id is ``uuid5`` of the record's own id or, absent one, of its text, so
   writing the same records twice leaves each one once;
 * its content hash (SHA-256 of the text) tells an adapter whether the stored
@@ -69,6 +70,7 @@ class Record:
     text: str
     metadata: dict[str, Any]
     hash: str
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,11 @@ class IngestReport:
     already stored with the same content (not embedded again).
     ``duplicates``: records repeating an id later in the same batch (the
     last one wins). ``bad``: records skipped as unusable, with positions.
+    ``sources``: sources seen (files, records' ``source``), of which
+    ``unchanged_sources`` were recognised by their hash and not read again.
+    ``deleted``: stale points deleted (chunks no longer in their source, and
+    with ``cleanup="full"`` every chunk of ``deleted_sources`` absent from
+    the input). ``dry_run``: nothing was written; the counts say what would be.
     """
 
     seen: int = 0
@@ -106,9 +113,14 @@ class IngestReport:
     skipped: int = 0
     duplicates: int = 0
     bad: list[BadRecord] = field(default_factory=list)
+    sources: int = 0
+    unchanged_sources: int = 0
+    deleted: int = 0
+    deleted_sources: int = 0
+    dry_run: bool = False
 
     def summary(self) -> str:
-        """One line for people: the counts."""
+        """One line for people: the counts (what would be done, for a dry run)."""
         text = (
             f"{self.seen} records: {self.embedded} embedded, {self.written} written "
             f"({self.updated} updated), {self.skipped} skipped as already present"
@@ -117,7 +129,13 @@ class IngestReport:
             text += f", {self.duplicates} duplicate ids"
         if self.bad:
             text += f", {len(self.bad)} bad records skipped"
-        return text
+        if self.sources:
+            text += (f"; {self.sources} sources ({self.unchanged_sources} unchanged, not read "
+                     "again)")
+        text += f"; {self.deleted} deleted"
+        if self.deleted_sources:
+            text += f" ({self.deleted_sources} sources removed)"
+        return f"dry run, nothing written: {text}" if self.dry_run else text
 
 
 @dataclass(frozen=True)
@@ -152,6 +170,7 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
     """
     where = where or f"record {position}"
     record_id: Any = None
+    source: str | None = None
     metadata: Mapping[str, Any] = {}
     if isinstance(record, str):
         text: object = record
@@ -174,7 +193,13 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
             raise InvalidInputTypeError(
                 f"{where}: metadata must be a mapping, not {type(metadata).__name__}", position
             )
-        extra = {k: v for k, v in record.items() if k not in ("id", "text", "metadata")}
+        source = record.get("source")
+        if source is not None and (not isinstance(source, str) or not source):
+            raise InvalidInputTypeError(
+                f"{where}: source must be a non-empty str naming the record's source, "
+                f"not {source!r}", position)
+        extra = {k: v for k, v in record.items()
+                 if k not in ("id", "text", "metadata", "source")}
         if extra:  # JSONL rows often carry "title", "url"...: keep them as metadata
             metadata = {**extra, **metadata}
     else:
@@ -187,6 +212,10 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
         clean = check_text(text)
     except (InvalidInputError, InvalidInputTypeError) as exc:
         raise type(exc)(f"{where}: {exc}", position) from None
+    empty = [k for k in metadata if not isinstance(k, str) or not k.strip()]
+    if empty:  # Chroma refuses them, and no filter can name them
+        raise InvalidInputError(
+            f"{where}: metadata keys must be non-empty strings, not {empty[0]!r}", position)
     try:
         stored = _jsonable(metadata)
     except (TypeError, ValueError) as exc:
@@ -200,6 +229,7 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
         text=clean,
         metadata=stored,
         hash=content_hash(clean),
+        source=source,
     )
 
 

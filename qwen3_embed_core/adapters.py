@@ -16,12 +16,16 @@ own) needs four things from the core, all here:
   refusal to mix them.
 * **Reranked search.** :func:`rerank_candidates` and :func:`rerank_hits`: the
   two-stage search (candidates by vector, the best by the reranker) every store shares.
+* **The store layer.** :func:`ingest_into`, :func:`search_in`, :func:`sync`,
+  :func:`file_sources`, :func:`chunk_record`: sync ingestion and search on
+  any :class:`~qwen3_embed_core.stores.Collection`, and the one chunking rule.
 * **Errors.** :func:`missing_dependency` for an optional package that is absent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection as Names
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -40,12 +44,15 @@ from ._options import (
 from ._records import (
     BatchCallback,
     Hit,
+    IngestReport,
     OnError,
     Record,
     prepare_record,
     run_ingest,
+    total_of,
 )
 from ._reranker import Qwen3Reranker
+from ._sources import Chunker, Inputs, chunk_record, file_roots, file_sources, text_source
 from ._spec import (
     EmbedderSpec,
     RerankerSpec,
@@ -54,6 +61,17 @@ from ._spec import (
     spec_record,
     vector_record,
 )
+from ._sync import (
+    Source,
+    apply_points,
+    check_cleanup,
+    check_scope,
+    cleanup_sources,
+    record_sources,
+    source_hash,
+    sync,
+)
+from .stores import Cleanup, Collection, Point, check_profile
 
 __all__ = [
     "API_KEY_ENV",
@@ -61,25 +79,47 @@ __all__ = [
     "MODEL_ARGUMENTS",
     "BackendName",
     "BatchCallback",
+    "Chunker",
+    "Cleanup",
+    "Collection",
     "EmbedderSpec",
+    "Inputs",
     "LocalOptions",
     "ModelRunnerOptions",
     "OnError",
+    "Point",
     "Record",
     "RerankerSpec",
+    "Source",
+    "apply_points",
+    "check_cleanup",
+    "check_limit",
     "check_record",
+    "check_scope",
+    "chunk_record",
+    "cleanup_sources",
     "embedder_from_fields",
+    "embedder_profile",
     "embedder_record",
+    "file_roots",
+    "file_sources",
     "infer_backend",
+    "ingest_into",
     "missing_dependency",
     "model_from_fields",
     "prepare_record",
+    "record_sources",
     "rerank_candidates",
     "rerank_hits",
     "reranker_from_fields",
     "run_ingest",
+    "search_in",
+    "source_hash",
     "spec_from_fields",
+    "spec_of_profile",
     "spec_record",
+    "sync",
+    "text_source",
     "vector_record",
 ]
 
@@ -127,7 +167,7 @@ def model_from_fields(
     spec_type: type[S],
     values: Mapping[str, Any],
     *,
-    explicit: Collection[str],
+    explicit: Names[str],
     shared: Any = None,
     shared_name: str = "embedder",
     defaults: Mapping[str, Any] | None = None,
@@ -163,7 +203,7 @@ def model_from_fields(
 def embedder_from_fields(
     values: Mapping[str, Any],
     *,
-    explicit: Collection[str],
+    explicit: Names[str],
     embedder: Qwen3Embedder | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> Qwen3Embedder:
@@ -186,7 +226,7 @@ def embedder_from_fields(
 def reranker_from_fields(
     values: Mapping[str, Any],
     *,
-    explicit: Collection[str],
+    explicit: Names[str],
     reranker: Qwen3Reranker | None = None,
     defaults: Mapping[str, Any] | None = None,
 ) -> Qwen3Reranker:
@@ -263,3 +303,97 @@ def rerank_hits(
         replace(hits[r.index], score=float(r.score), vector_score=hits[r.index].score)
         for r in ranked
     ]
+
+
+# -- the store layer: profiles, ingestion and search on any Collection -----------------
+
+
+def embedder_profile(embedder: Qwen3Embedder, spec: EmbedderSpec | None = None) -> dict[str, Any]:
+    """What a collection records about ``embedder``'s vectors: the four facts of
+    :func:`embedder_record` and, when known, ``"embedder"``: the spec that rebuilds it
+    (``spec``, else the one it was built from). Never a secret."""
+    spec = spec if spec is not None else embedder.spec
+    record = embedder_record(embedder)
+    return {**record, **({"embedder": spec.to_config()} if spec is not None else {})}
+
+
+def ingest_into(
+    collection: Collection,
+    embedder: Qwen3Embedder,
+    records: Iterable[object],
+    *,
+    spec: EmbedderSpec | None = None,
+    batch_size: int = 64,
+    on_error: OnError = "skip",
+    progress: bool = False,
+    on_batch: BatchCallback | None = None,
+    cleanup: Cleanup | None = None,
+    scope: str | None = None,
+    dry_run: bool = False,
+) -> IngestReport:
+    """Sync ``records`` into ``collection`` (created for ``embedder``'s vectors if needed).
+
+    The body of every store's ``ingest``: records are grouped into sources
+    (their ``source`` key; a record without one is its own source), and
+    ``cleanup``/``scope``/``dry_run`` mean what they mean in ``sync``.
+    """
+    check_cleanup(cleanup)
+    scope = check_scope(scope)
+    profile = embedder_profile(embedder, spec)
+    target: Collection | None = collection
+    if dry_run:  # validate, never create
+        stored = collection.profile()
+        if stored:
+            check_profile(stored, profile, f"{collection.uri}")
+        elif stored is None:
+            target = None
+    else:
+        collection.ensure(profile)
+    report = IngestReport()
+    sources = record_sources(records, report, scope=scope, on_error=on_error)
+    return sync(target, sources, embed=embedder.embed_documents, cleanup=cleanup,
+                scopes=[scope], dry_run=dry_run, batch_size=batch_size, report=report,
+                progress=progress, on_batch=on_batch, total=total_of(records))
+
+
+def check_limit(limit: object) -> int:
+    """A search's ``limit`` checked: an int >= 1."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ConfigurationError(f"limit={limit!r} must be an int >= 1 (hits to return)")
+    return limit
+
+
+def search_in(
+    collection: Collection,
+    embedder: Qwen3Embedder,
+    query: str,
+    limit: int = 5,
+    where: Any = None,
+    *,
+    rerank: Qwen3Reranker | None = None,
+    candidates: int | None = None,
+) -> list[Hit]:
+    """The ``limit`` best hits for ``query`` in ``collection`` (reranked with ``rerank=``).
+
+    The collection must have been made for ``embedder``'s vectors (its profile is checked).
+    """
+    check_limit(limit)
+    fetch = rerank_candidates(limit, rerank, candidates)
+    stored = collection.profile()
+    if stored is None:
+        raise ConfigurationError(
+            f"{collection.uri} has no collection {collection.uri.collection!r}")
+    if not stored:
+        raise ConfigurationError(
+            f"{collection.uri} has no qwen3-embed record; it was not made by qwen3-embed's "
+            "ingest: cannot check its vectors match this embedder")
+    check_profile(stored, embedder_record(embedder), f"collection {collection.uri.collection!r}")
+    hits = collection.search(embedder.embed_query(query), fetch, where)
+    return hits if rerank is None else rerank_hits(rerank, query, hits, limit)
+
+
+def spec_of_profile(profile: Mapping[str, Any] | None) -> EmbedderSpec | None:
+    """The spec a collection's profile records (None: it records none)."""
+    if not profile or "embedder" not in profile:
+        return None
+    return EmbedderSpec.from_config(profile["embedder"])

@@ -10,7 +10,8 @@ import pytest
 from chromadb.config import Settings
 from qdrant_client import QdrantClient
 
-from qwen3_embed_cli import main, parse_uri
+from qwen3_embed_cli import main
+from qwen3_embed_core.stores import parse_uri
 from qwen3_embed_core import Qwen3Embedder
 
 from .conftest import COS_MIN
@@ -168,17 +169,22 @@ def test_ingest_then_search(capsys, tmp_path, monkeypatch, corpus, tiny_model, e
     assert "docs/empty.md: the text is empty" in out
     assert "records.jsonl:2: not valid JSON" in out
     assert "records.jsonl:3 has no 'text' field" in out
+    jsonl_source = f"{tmp_path.name}/records.jsonl"  # a file alone: under its folder's name
     for text, meta in stored.values():
         assert emb.count_tokens(text) <= CHUNK
-        assert meta["source"].startswith(("docs/", "records.jsonl:"))
+        assert meta["source"].startswith(("docs/", jsonl_source))
     sources = {m["source"] for _, m in stored.values()}
-    assert sources == {"docs/paris.md", "docs/cells.txt", "docs/nested/long.md",
-                       "records.jsonl:1", "records.jsonl:4"}
+    assert sources == {"docs/paris.md", "docs/cells.txt", "docs/nested/long.md", jsonl_source}
+    assert {m["line"] for _, m in stored.values() if m["source"] == jsonl_source} == {1, 4}
     long_chunks = [m for _, m in stored.values() if m["source"] == "docs/nested/long.md"]
     assert len(long_chunks) == long_chunks[0]["chunks"] > 3
 
+    # Again: the three files with chunks are recognised unchanged without being chunked;
+    # the JSONL file's records are looked up and skipped; nothing is written or deleted.
     status, out, _ = run(capsys, *args, "--no-progress")
-    assert status == 0 and f"0 embedded, 0 written (0 updated), {n} skipped" in out
+    assert status == 0 and "0 embedded, 0 written (0 updated)" in out, out
+    assert "5 sources (3 unchanged" in out and "0 deleted" in out
+    assert _stored_chunks(kind, tmp_path / "db") == stored
 
     # Search with no model option: the store says which model made it.
     query = "What is the capital of France?"
@@ -211,19 +217,27 @@ def test_on_error_raise_stops_at_the_first_bad_input(capsys, tmp_path, corpus, t
     _, jsonl = corpus
     status, _, err = run(capsys, "ingest", str(jsonl), "--into", f"qdrant:{tmp_path}/db/docs",
                          "--on-error", "raise", "--model-path", str(tiny_model))
-    assert status == 1 and "records.jsonl:3 has no 'text' field" in err
+    assert status == 1 and "records.jsonl:2: not valid JSON" in err  # the first bad line
 
 
 @pytest.mark.parametrize("uri", ["mongo:./db/docs", "qdrant:docs", "qdrant+ftp://h/docs",
+                                 "qdrant:./db1/", "qdrant:./db1", "chroma:/abs/db/docs/",
                                  "qdrant+http://h:1/a/b", "chroma:", "qdrant+http:///docs"])
-def test_bad_uris_are_refused(capsys, uri, tiny_model, tmp_path):
+def test_bad_uris_are_refused(capsys, uri, tiny_model, tmp_path, monkeypatch, corpus):
     status, _, err = run(capsys, "search", "q", "--in", uri, "--model-path", str(tiny_model))
     assert status == 2 and f"bad store URI {uri!r}" in err
+    # Issue 18: `--into qdrant:./db1/` wrote a store into the working directory.
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    status, _, err = run(capsys, "ingest", str(corpus[0]), "--into", uri, "--model-path",
+                         str(tiny_model))
+    assert status == 2 and f"bad store URI {uri!r}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
 
 
 def test_uri_parsing():
     assert parse_uri("qdrant:./db/docs").path.as_posix() == "db"
-    assert parse_uri("chroma:/abs/db/docs/").collection == "docs"
+    assert parse_uri("chroma:/abs/db/docs").collection == "docs"
     server = parse_uri("qdrant+https://h.example:6333/docs")
     assert (server.url, server.collection) == ("https://h.example:6333", "docs")
 

@@ -1,223 +1,49 @@
 """Qwen3-Embedding for Chroma 1.x: an embedding function that survives reopening.
 
 >>> import chromadb
->>> from qwen3_embed_chroma import Qwen3EmbeddingFunction
+>>> from qwen3_embed_chroma import Qwen3EmbeddingFunction, ingest, search
 >>> client = chromadb.PersistentClient("./db")
 >>> col = client.get_or_create_collection(
 ...     "docs", embedding_function=Qwen3EmbeddingFunction(model_path="model.gguf"))
 >>> col.add(ids=["1"], documents=["Paris is the capital of France."])
 >>> col.query(query_texts=["capital of France?"])   # the query gets the instruction
+>>> ingest(col, [{"text": "...", "source": "notes.md"}], cleanup="incremental")
 >>> search(col, "capital of France?", limit=5, rerank=Qwen3Reranker.local("reranker.gguf"))
 
 Chroma stores :meth:`Qwen3EmbeddingFunction.get_config` with the collection
 and rebuilds the function from it in a new process (``import
 qwen3_embed_chroma`` first, so the name ``"qwen3-embed"`` is registered).
-:func:`ingest` and :func:`search` are the helpers the ``qwen3-embed`` command
-line uses: re-runnable ingestion and scored hits, optionally reranked. Reranking
-happens at search time only: the collection's stored function config is the
-same with or without it.
+:func:`ingest` and :func:`search` are the store layer's sync ingestion and
+scored hits (optionally reranked); :class:`ChromaCollection` is this store in
+the core's store layer (``qwen3_embed_core.stores``), which the command line
+and Ray use too. Reranking happens at search time only.
 """
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from qwen3_embed_core import ConfigurationError, EmbedderSpec, Hit, IngestReport, Qwen3Embedder
+from qwen3_embed_core import Hit, IngestReport
 from qwen3_embed_core.adapters import (
     BatchCallback,
+    Cleanup,
     OnError,
-    Record,
-    check_record,
-    missing_dependency,
-    rerank_candidates,
-    rerank_hits,
-    run_ingest,
-    spec_record,
+    check_limit,
+    ingest_into,
+    search_in,
 )
+
+from ._collection import ChromaCollection
+from ._function import NAME, Qwen3EmbeddingFunction, check_collection, function_of
 
 if TYPE_CHECKING:
     from qwen3_embed_core import Qwen3Reranker
 
-try:
-    from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
-    from chromadb.utils.embedding_functions import register_embedding_function
-except ImportError as exc:  # pragma: no cover - the chroma extra is missing
-    raise missing_dependency("chromadb", "chroma", exc) from exc
-
 __all__ = [
-    "NAME", "Qwen3EmbeddingFunction", "check_collection", "function_of", "ingest",
-    "ingest_steps", "search",
+    "NAME", "ChromaCollection", "Qwen3EmbeddingFunction", "check_collection", "function_of",
+    "ingest", "search",
 ]
-
-# The name Chroma stores with a collection: changing it orphans existing collections.
-NAME = "qwen3-embed"
-# Reserved metadata keys written by ingest().
-HASH_KEY, RECORD_ID_KEY = "content_hash", "record_id"
-
-
-@register_embedding_function
-class Qwen3EmbeddingFunction(EmbeddingFunction[Documents]):
-    """Chroma embedding function: documents bare, queries with the Qwen3 instruction.
-
-    ``Qwen3EmbeddingFunction("Qwen3-Embedding-0.6B-Q8_0.gguf")`` or ``("0.6B-Q8_0")``
-    runs locally; ``Qwen3EmbeddingFunction("ai/qwen3-embedding:0.6B-F16",
-    base_url="http://localhost:12434")`` asks a server. ``model``/``backend``/
-    ``base_url`` are read by the core's one rule (README, "Naming a model").
-    The model loads on first use.
-
-    Args:
-        model: a GGUF path, a variant name or a Model Runner tag.
-        model_path: alias of ``model``.
-        backend: ``"local"`` or ``"model-runner"`` (inferred when None).
-        base_url: one server URL (model-runner).
-        base_urls: several server URLs serving the same model.
-        api_key_env_var: environment variable holding the server's API key
-            (the key itself is never stored).
-        dimensions: Matryoshka size, 32 to the model's full size (None: full).
-        task: a preset name or a task description.
-        task_symmetric: put a custom task's instruction on documents too.
-        instruction: a complete query prefix instead of ``task``.
-        options: any backend option by name (``LocalOptions``/``ModelRunnerOptions``).
-        spec: a ready :class:`EmbedderSpec` instead of all of the above.
-        named_options: backend options by name (``max_tokens=``, ``timeout=``...).
-    """
-
-    def __init__(
-        self,
-        model: str | None = None,
-        *,
-        model_path: str | None = None,
-        backend: str | None = None,
-        base_url: str | None = None,
-        base_urls: Sequence[str] | None = None,
-        api_key_env_var: str | None = None,
-        dimensions: int | None = None,
-        task: str | None = None,
-        task_symmetric: bool = False,
-        instruction: str | None = None,
-        options: dict[str, Any] | None = None,
-        spec: EmbedderSpec | None = None,
-        **named_options: Any,
-    ) -> None:
-        if spec is None:
-            spec = EmbedderSpec.from_options(
-                backend, model=model, model_path=model_path, base_url=base_url,
-                base_urls=base_urls, api_key_env_var=api_key_env_var, dimensions=dimensions,
-                task=task, task_symmetric=task_symmetric or None, instruction=instruction,
-                options=options, **named_options,
-            )
-        self.spec = spec
-        self._embedder: Qwen3Embedder | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def embedder(self) -> Qwen3Embedder:
-        """The core embedder, built on first use (Chroma may rebuild a function it never uses)."""
-        with self._lock:
-            if self._embedder is None:
-                self._embedder = self.spec.build()
-            return self._embedder
-
-    def __call__(self, input: Documents) -> Embeddings:
-        """Embed documents (no instruction, unless the task is symmetric)."""
-        return list(self.embedder.embed_documents(input))
-
-    def embed_query(self, input: Documents) -> Embeddings:
-        """Embed queries with the instruction ``Instruct: {task}\\nQuery:{query}``."""
-        return list(self.embedder.embed_queries(input))
-
-    @staticmethod
-    def name() -> str:
-        return NAME
-
-    def default_space(self) -> Space:
-        return "cosine"
-
-    def supported_spaces(self) -> list[Space]:
-        # Unit-length vectors: cosine, inner product and L2 rank identically.
-        return ["cosine", "ip", "l2"]
-
-    def is_legacy(self) -> bool:
-        # Chroma's default builds a second instance to find out; we know.
-        return False
-
-    def get_config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this function (never an API key)."""
-        return self.spec.to_config()
-
-    @staticmethod
-    def build_from_config(config: dict[str, Any]) -> Qwen3EmbeddingFunction:
-        """Rebuild from :meth:`get_config` (no model is loaded until the first embedding)."""
-        Qwen3EmbeddingFunction.validate_config(config)
-        return Qwen3EmbeddingFunction(spec=EmbedderSpec.from_config(config))
-
-    @staticmethod
-    def validate_config(config: dict[str, Any]) -> None:
-        """Raise ValueError (ConfigurationError) if ``config`` cannot describe an embedder."""
-        EmbedderSpec.from_config(config)
-
-    def validate_config_update(
-        self, old_config: dict[str, Any], new_config: dict[str, Any]
-    ) -> None:
-        """Refuse a change of model, dimensions or instruction: stored vectors would not match."""
-        old = spec_record(EmbedderSpec.from_config(old_config))
-        new = spec_record(EmbedderSpec.from_config({**old_config, **new_config}))
-        check_record(old, new, "this Chroma collection")
-
-    def close(self) -> None:
-        """Free the model (or connections) now; it is rebuilt if used again."""
-        with self._lock:
-            if self._embedder is not None:
-                self._embedder.close()
-                self._embedder = None
-
-    def __repr__(self) -> str:
-        return f"Qwen3EmbeddingFunction({self.spec.backend}, model={self.spec.model!r})"
-
-
-def function_of(collection: Any) -> Qwen3EmbeddingFunction:
-    """The collection's Qwen3EmbeddingFunction, checked against its stored config."""
-    ef = getattr(collection, "_embedding_function", None)
-    if not isinstance(ef, Qwen3EmbeddingFunction):
-        ef = (collection.configuration or {}).get("embedding_function")
-    if not isinstance(ef, Qwen3EmbeddingFunction):
-        raise ConfigurationError(
-            f"Chroma collection {collection.name!r} does not use Qwen3EmbeddingFunction "
-            f"(its embedding function: {getattr(ef, 'name', lambda: None)() or 'none'}); "
-            "write Qwen3 vectors into a collection made with it"
-        )
-    check_collection(collection, ef)  # a function passed to get_collection() may differ
-    return ef
-
-
-def check_collection(collection: Any, function: Qwen3EmbeddingFunction) -> None:
-    """Refuse ``function`` if the collection was made with another model, size or instruction."""
-    persisted = (collection.configuration or {}).get("embedding_function")
-    if persisted is None:
-        return
-    if not isinstance(persisted, Qwen3EmbeddingFunction):
-        name = persisted.name() if hasattr(persisted, "name") else type(persisted).__name__
-        raise ConfigurationError(
-            f"Chroma collection {collection.name!r} was made with the embedding function "
-            f"{name!r}, not {NAME!r}; its vectors are not Qwen3 vectors"
-        )
-    check_record(
-        spec_record(persisted.spec), spec_record(function.spec),
-        f"Chroma collection {collection.name!r}",
-    )
-
-
-def _metadata(rec: Record) -> dict[str, Any]:
-    """Chroma metadata: flat scalars (nested values kept as JSON text) plus our two keys."""
-    meta = {**rec.metadata, RECORD_ID_KEY: rec.record_id, HASH_KEY: rec.hash}
-    return {
-        k: v if isinstance(v, (str, int, float, bool)) else json.dumps(v, ensure_ascii=False)
-        for k, v in meta.items()
-        if v is not None
-    }
 
 
 def ingest(
@@ -228,45 +54,25 @@ def ingest(
     on_error: OnError = "skip",
     progress: bool = False,
     on_batch: BatchCallback | None = None,
+    cleanup: Cleanup | None = None,
+    scope: str | None = None,
+    dry_run: bool = False,
 ) -> IngestReport:
     """Write records into a collection made with :class:`Qwen3EmbeddingFunction`.
 
-    Same records, ids and report as ``qwen3_embed_qdrant.ingest``: a re-run
-    embeds only new or edited texts; metadata-only edits are updated without
-    embedding. ``records``: ``str`` or ``{"id"?, "text", "metadata"?}``.
+    Same records, ids, sync and report as ``qwen3_embed_qdrant.ingest``: a
+    re-run embeds only new or edited texts; metadata-only edits are updated
+    without embedding. ``records``: ``str`` or ``{"id"?, "text", "metadata"?,
+    "source"?}``. ``cleanup``: None (add or update), ``"incremental"`` (a
+    changed source keeps exactly its new records) or ``"full"`` (also delete
+    the sources of ``scope`` absent from ``records``). ``dry_run``: count,
+    write nothing.
     """
-    embedder = function_of(collection).embedder
-    return run_ingest(
-        records, embed=embedder.embed_documents, **ingest_steps(collection),
-        batch_size=batch_size, on_error=on_error, progress=progress, on_batch=on_batch,
-    )
-
-
-def ingest_steps(collection: Any) -> dict[str, Any]:
-    """The store's side of ``run_ingest`` for ``collection``: its ``lookup``, ``labels``,
-    ``write`` and ``relabel`` keyword arguments. :func:`ingest` and ``qwen3_embed_ray``
-    (whose vectors are made elsewhere) both write through these; one set per batch loop."""
-    before: dict[str, dict[str, Any]] = {}  # stored metadata of the batch in hand
-
-    def lookup(batch: list[Record]) -> dict[str, tuple[object, object]]:
-        got = collection.get(ids=[r.id for r in batch], include=["metadatas"])
-        before.clear()
-        before.update((i, m or {}) for i, m in zip(got["ids"], got["metadatas"], strict=True))
-        return {i: (m.get(HASH_KEY), m) for i, m in before.items()}
-
-    def replacing(rec: Record) -> dict[str, Any]:
-        # Chroma merges metadata on write: None deletes the keys the record no longer has.
-        meta = _metadata(rec)
-        return {**{k: None for k in before.get(rec.id, {}) if k not in meta}, **meta}
-
-    def write(recs: list[Record], vectors: Any) -> None:
-        collection.upsert(ids=[r.id for r in recs], embeddings=vectors,
-                          documents=[r.text for r in recs], metadatas=[replacing(r) for r in recs])
-
-    def relabel(recs: list[Record]) -> None:
-        collection.update(ids=[r.id for r in recs], metadatas=[replacing(r) for r in recs])
-
-    return {"lookup": lookup, "labels": _metadata, "write": write, "relabel": relabel}
+    function = function_of(collection)
+    return ingest_into(ChromaCollection.of(collection), function.embedder, records,
+                       spec=function.spec, batch_size=batch_size, on_error=on_error,
+                       progress=progress, on_batch=on_batch, cleanup=cleanup, scope=scope,
+                       dry_run=dry_run)
 
 
 def search(
@@ -286,21 +92,7 @@ def search(
     returned; ``Hit.score`` is then the relevance score P(yes) in [0, 1] and
     ``Hit.vector_score`` the cosine.
     """
-    fetch = rerank_candidates(limit, rerank, candidates)
+    check_limit(limit)
     embedder = function_of(collection).embedder
-    vector = embedder.embed_query(query)
-    result = collection.query(
-        query_embeddings=[vector], n_results=fetch, where=where,
-        include=["documents", "metadatas", "distances"],
-    )
-    space = ((collection.configuration or {}).get("hnsw") or {}).get("space") or "cosine"
-    hits = []
-    for id_, text, meta, dist in zip(result["ids"][0], result["documents"][0],
-                                     result["metadatas"][0], result["distances"][0], strict=True):
-        # Chroma returns distances; for unit vectors each maps back to the cosine.
-        score = 1.0 - dist / 2.0 if space == "l2" else 1.0 - dist
-        meta = dict(meta or {})
-        meta.pop(HASH_KEY, None)
-        hits.append(Hit(id=id_, score=float(score), text=text or "", metadata=meta,
-                        record_id=meta.pop(RECORD_ID_KEY, None)))
-    return hits if rerank is None else rerank_hits(rerank, query, hits, limit)
+    return search_in(ChromaCollection.of(collection), embedder, query, limit, where,
+                     rerank=rerank, candidates=candidates)

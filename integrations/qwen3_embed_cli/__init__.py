@@ -2,15 +2,17 @@
 
     qwen3-embed embed "some text" --model-path Qwen3-Embedding-0.6B-Q8_0.gguf
     qwen3-embed ingest docs/ --into qdrant:./db/docs --model-path model.gguf
+    qwen3-embed ingest docs/ --into qdrant:./db/docs --prune      # also drop deleted files
     qwen3-embed ingest docs/ --into qdrant+http://host:6333/docs --model 0.6B-Q8_0 --ray
     qwen3-embed search "what is X?" --in qdrant:./db/docs
     qwen3-embed search "what is X?" --in qdrant:./db/docs --rerank reranker.gguf --candidates 50
     qwen3-embed rerank "what is X?" "first document" "second document" --model reranker.gguf
 
-Stores are named by URI: ``chroma:PATH/COLLECTION``, ``qdrant:PATH/COLLECTION``
-(embedded, on disk), ``qdrant+http://HOST:6333/COLLECTION`` and
-``chroma+http://HOST:8000/COLLECTION`` (servers). Chroma and Qdrant are
-imported only for the store you name.
+Stores are named by URI (``qwen3_embed_core.stores``): ``chroma:PATH/COLLECTION``,
+``qdrant:PATH/COLLECTION`` (embedded, on disk), ``qdrant+http://HOST:6333/COLLECTION``
+and ``chroma+http://HOST:8000/COLLECTION`` (servers). Chroma and Qdrant are
+imported only for the store you name. This module is argument parsing and
+printing; what it runs is the core's store layer.
 """
 
 from __future__ import annotations
@@ -19,11 +21,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -31,202 +31,68 @@ from qwen3_embed_core import (
     TASKS,
     ConfigurationError,
     EmbedderSpec,
-    Hit,
     IngestReport,
-    InvalidInputError,
     Qwen3EmbedError,
     RerankerSpec,
-    ServerUnavailableError,
     __version__,
-    chunk_text,
 )
-from qwen3_embed_core.adapters import Record, prepare_record
+from qwen3_embed_core.adapters import (
+    Chunker,
+    Inputs,
+    check_profile,
+    embedder_profile,
+    file_roots,
+    file_sources,
+    search_in,
+    spec_of_profile,
+    sync,
+)
+from qwen3_embed_core.stores import (
+    URI_HELP,
+    Collection,
+    StoreURI,
+    StoreURIError,
+    open_collection,
+    parse_uri,
+)
 
-__all__ = ["StoreURI", "chunk_record", "chunk_records", "iter_sources", "main", "parse_uri"]
+__all__ = ["build_parser", "main"]
 
 PROG = "qwen3-embed"
 MODEL_ENV = "QWEN3_EMBED_MODEL"  # default --model
 RERANK_MODEL_ENV = "QWEN3_RERANK_MODEL"  # default reranker (rerank --model, search --rerank)
-TEXT_SUFFIXES = (".txt", ".md")
-URI_HELP = (
-    "chroma:PATH/COLLECTION, qdrant:PATH/COLLECTION (embedded stores on disk), "
-    "qdrant+http://HOST:PORT/COLLECTION or chroma+http://HOST:PORT/COLLECTION (servers)"
-)
 
 
 class UsageError(Qwen3EmbedError):
     """A command-line mistake that argparse cannot see (bad URI, missing file...)."""
 
 
-# -- store URIs ------------------------------------------------------------------
+def _uri(text: str) -> StoreURI:
+    try:
+        return parse_uri(text)
+    except StoreURIError as exc:
+        raise UsageError(str(exc)) from None
 
 
-@dataclass(frozen=True)
-class StoreURI:
-    """A parsed store URI: ``kind`` chroma|qdrant, ``path`` (embedded) or ``url`` (server)."""
-
-    kind: str
-    collection: str
-    path: Path | None = None
-    url: str | None = None
-
-    def __str__(self) -> str:
-        where = self.url if self.url else str(self.path)
-        return f"{self.kind}{'+' if self.url else ':'}{where}/{self.collection}"
+def _open(uri: StoreURI, create: bool) -> Collection:
+    """The collection of ``uri``; a store that does not exist is a usage error."""
+    try:
+        return open_collection(uri, create=create)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
-def parse_uri(text: str) -> StoreURI:
-    """Parse ``chroma:./db/docs``, ``qdrant+http://host:6333/docs``...; UsageError if malformed."""
-    scheme, sep, rest = text.partition(":")
-    kind, plus, transport = scheme.partition("+")
-    bad = UsageError(f"bad store URI {text!r}: expected {URI_HELP}")
-    if not sep or kind not in ("chroma", "qdrant") or not rest:
-        raise bad
-    if plus:
-        if transport not in ("http", "https"):
-            raise bad
-        parts = urlsplit(f"{transport}:{rest}")
-        segments = [s for s in parts.path.split("/") if s]
-        if not parts.hostname or len(segments) != 1:
-            raise UsageError(f"bad store URI {text!r}: a server URI is {kind}+{transport}://"
-                             "HOST:PORT/COLLECTION (one path segment, the collection)")
-        return StoreURI(kind, segments[0], url=f"{transport}://{parts.netloc}")
-    folder, slash, collection = rest.rstrip("/").rpartition("/")
-    if not slash or not folder or not collection:
-        raise UsageError(f"bad store URI {text!r}: the path needs a folder and a collection, "
-                         f"e.g. {kind}:./db/docs")
-    return StoreURI(kind, collection, path=Path(folder).expanduser())
-
-
-# -- stores ------------------------------------------------------------------------
-
-
-class _Store:
-    """What the CLI does with a store; one subclass per database."""
-
-    def __init__(self, uri: StoreURI, create: bool) -> None:
-        if uri.path is not None and not create and not uri.path.is_dir():
-            raise UsageError(f"no {uri.kind} store at {uri.path} (ingest into it first)")
-        self.uri = uri
-        self.create = create  # make the collection if it is missing (ingest), else refuse
-
-    def embedder(self, spec: EmbedderSpec | None) -> Any: ...
-
-    def ingest(self, records: Iterator[dict[str, Any]], batch_size: int, on_error: str,
-               progress: bool) -> IngestReport: ...
-
-    def search(self, query: str, limit: int, rerank: Any = None,
-               candidates: int | None = None) -> list[Hit]: ...
-
-    def close(self) -> None: ...
-
-
-class _Qdrant(_Store):
-    def __init__(self, uri: StoreURI, create: bool) -> None:
-        super().__init__(uri, create)
-        from qdrant_client import QdrantClient
-
-        import qwen3_embed_qdrant
-
-        self.q = qwen3_embed_qdrant
-        try:
-            self.client = (QdrantClient(url=uri.url, check_compatibility=False) if uri.url
-                           else QdrantClient(path=str(uri.path)))
-        except RuntimeError as exc:  # embedded Qdrant: one process at a time
-            raise UsageError(f"{uri}: {exc}") from exc
-        self.spec: EmbedderSpec | None = None
-        self._emb: Any = None
-
-    def embedder(self, spec: EmbedderSpec | None) -> Any:
-        if spec is None:  # the collection may say how its vectors were made
-            record = self._record()
-            if record is None and not self.create:
-                raise UsageError(f"{self.uri} has no collection {self.uri.collection!r}")
-            if not record or "embedder" not in record:
-                raise _no_model(self.uri)
-            spec = EmbedderSpec.from_config(record["embedder"])
-        self.spec, self._emb = spec, spec.build()
-        return self._emb
-
-    def _record(self) -> dict[str, Any] | None:
-        return self.q.collection_record(self.client, self.uri.collection)
-
-    def ingest(self, records: Iterator[dict[str, Any]], batch_size: int, on_error: str,
-               progress: bool) -> IngestReport:
-        return self.q.ingest(self.client, self.uri.collection, self._emb, records, batch_size,
-                             on_error=on_error, progress=progress, spec=self.spec)
-
-    def search(self, query: str, limit: int, rerank: Any = None,
-               candidates: int | None = None) -> list[Hit]:
-        return self.q.search(self.client, self.uri.collection, self._emb, query, limit,
-                             rerank=rerank, candidates=candidates)
-
-    def close(self) -> None:
-        if self._emb is not None:
-            self._emb.close()
-        self.client.close()
-
-
-class _Chroma(_Store):
-    def __init__(self, uri: StoreURI, create: bool) -> None:
-        super().__init__(uri, create)
-        import chromadb
-        from chromadb.config import Settings
-
-        import qwen3_embed_chroma
-
-        self.c = qwen3_embed_chroma
-        settings = Settings(anonymized_telemetry=False)  # never phone home
-        if uri.url:
-            parts = urlsplit(uri.url)
-            try:
-                self.client = chromadb.HttpClient(
-                    host=parts.hostname or "", ssl=parts.scheme == "https", settings=settings,
-                    port=parts.port or (443 if parts.scheme == "https" else 8000))
-            except ValueError as exc:  # chromadb's "Could not connect to a Chroma server"
-                raise ServerUnavailableError(f"cannot reach Chroma at {uri.url}: {exc}") from exc
-        else:
-            self.client = chromadb.PersistentClient(str(uri.path), settings=settings)
-        self.collection: Any = None
-        self.function: Any = None
-
-    def embedder(self, spec: EmbedderSpec | None) -> Any:
-        name = self.uri.collection
-        if spec is not None:
-            ef = self.c.Qwen3EmbeddingFunction(spec=spec)
-            self.collection = (
-                self.client.get_or_create_collection(name, embedding_function=ef) if self.create
-                else self._get(name, embedding_function=ef))
-        else:  # no model given: the collection's own function, if it has one
-            self.collection = self._get(name)
-        self.function = self.c.function_of(self.collection)
-        return self.function.embedder
-
-    def _get(self, name: str, **kwargs: Any) -> Any:
-        from chromadb.errors import NotFoundError
-
-        try:
-            return self.client.get_collection(name, **kwargs)
-        except NotFoundError:
-            raise UsageError(f"{self.uri} has no collection {name!r}") from None
-
-    def ingest(self, records: Iterator[dict[str, Any]], batch_size: int, on_error: str,
-               progress: bool) -> IngestReport:
-        return self.c.ingest(self.collection, records, batch_size=batch_size,
-                             on_error=on_error, progress=progress)
-
-    def search(self, query: str, limit: int, rerank: Any = None,
-               candidates: int | None = None) -> list[Hit]:
-        return self.c.search(self.collection, query, limit, rerank=rerank, candidates=candidates)
-
-    def close(self) -> None:
-        if self.function is not None:
-            self.function.close()
-
-
-def open_store(uri: StoreURI, create: bool) -> _Store:
-    """Open the store a URI names (``create``: for writing; else it must exist)."""
-    return (_Qdrant if uri.kind == "qdrant" else _Chroma)(uri, create)
+def _embedder_for(col: Collection | None, uri: StoreURI, spec: EmbedderSpec | None,
+                  create: bool) -> tuple[Any, EmbedderSpec]:
+    """(embedder, spec): the one given, else the one the collection records."""
+    if spec is None:
+        profile = col.profile() if col is not None else None
+        if profile is None and not create:
+            raise UsageError(f"{uri} has no collection {uri.collection!r}")
+        spec = spec_of_profile(profile)
+        if spec is None:
+            raise _no_model(uri)
+    return spec.build(), spec
 
 
 def _no_model(uri: StoreURI | None) -> UsageError:
@@ -235,6 +101,27 @@ def _no_model(uri: StoreURI | None) -> UsageError:
         f"no model given{where}: pass --model (a GGUF path or a variant such as 0.6B-Q8_0 "
         f"runs locally; a Model Runner tag or --base-url asks a server), or set ${MODEL_ENV}"
     )
+
+
+def _lines(name: str, what: str) -> list[tuple[int, str]]:
+    """(line number, line) of a text file or stdin ('-'), UTF-8; blank lines refused."""
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, "rb") as stream:
+                text = stream.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         "convert it first (iconv -t UTF-8)") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {name}: {exc.strerror or exc}") from None
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            raise UsageError(f"{name}:{number} is empty; one {what} per line, no blank lines")
+        out.append((number, line))
+    return out
 
 
 # -- backend options ---------------------------------------------------------------
@@ -298,117 +185,13 @@ def reranker_spec(
         raise UsageError(str(exc)) from None
 
 
-# -- sources -----------------------------------------------------------------------
-
-
-def iter_sources(
-    paths: Sequence[str], problems: list[str]
-) -> Iterator[tuple[str, object, bool]]:
-    """(source name, raw record, is a file) for every text file and JSONL line under ``paths``.
-
-    Unreadable files and JSONL lines that are not JSON objects are added to
-    ``problems`` (named by file and line), not silently dropped.
-    """
-    for arg in paths:
-        root = Path(arg).expanduser()
-        if root.is_dir():
-            files = sorted(p for p in root.rglob("*") if p.is_file()
-                           and p.suffix.lower() in TEXT_SUFFIXES)
-            if not files:
-                problems.append(f"{root}: no .txt or .md files in this folder")
-        elif root.is_file():
-            files = [root]
-        else:
-            raise UsageError(f"{arg}: no such file or folder")
-        for path in files:
-            name = _display(path)
-            if path.suffix.lower() == ".jsonl":
-                yield from _jsonl(path, name, problems)
-                continue
-            try:
-                yield name, path.read_text(encoding="utf-8"), True
-            except (OSError, UnicodeDecodeError) as exc:
-                problems.append(f"{name}: cannot read it as UTF-8 text ({exc})")
-
-
-def _jsonl(path: Path, name: str, problems: list[str]) -> Iterator[tuple[str, object, bool]]:
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{name}:{number}", json.loads(line), False
-            except json.JSONDecodeError as exc:
-                problems.append(f"{name}:{number}: not valid JSON ({exc.msg})")
-
-
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path.resolve())
-
-
-def chunk_records(
-    sources: Iterator[tuple[str, object, bool]], count_tokens: Any, chunk_tokens: int,
-    overlap_tokens: int, problems: list[str], on_error: str,
-) -> Iterator[dict[str, Any]]:
-    """Validate each source record, cut its text into token chunks, yield one record per chunk.
-
-    A file's chunks are ``{source}#{i}``; a JSONL record keeps its id when it
-    fits in one chunk, else ``{id}#{i}``. Metadata gains ``source``,
-    ``chunk`` and ``chunks``.
-    """
-    for source, raw, is_file in sources:
-        try:
-            rec = prepare_record(0, raw, where=source)
-        except (InvalidInputError, TypeError) as exc:
-            if on_error == "raise":
-                raise
-            problems.append(str(exc))
-            continue
-        yield from chunk_record(rec, source, is_file, count_tokens, chunk_tokens, overlap_tokens)
-
-
-def chunk_record(
-    rec: Record, source: str | None, is_file: bool, count_tokens: Any, chunk_tokens: int,
-    overlap_tokens: int,
-) -> list[dict[str, Any]]:
-    """One validated record cut into token chunks, each a record (the rule of
-    :func:`chunk_records`, shared with ``qwen3_embed_ray``).
-
-    ``source``: where the record came from, kept as metadata ``source`` (None:
-    not recorded); ``is_file``: a whole file, whose chunks are ``{source}#{i}``.
-    """
-    chunks = chunk_text(rec.text, count_tokens, chunk_tokens, overlap_tokens)
-    out = []
-    for i, chunk in enumerate(chunks):
-        if is_file:
-            rid: object = f"{source}#{i}"
-        elif rec.record_id is not None:
-            rid = rec.record_id if len(chunks) == 1 else f"{rec.record_id}#{i}"
-        else:
-            rid = None
-        named = {"source": rec.metadata.get("source", source)} if source is not None else {}
-        meta = {**rec.metadata, **named, "chunk": i, "chunks": len(chunks)}
-        out.append({"id": rid, "text": chunk, "metadata": meta})
-    return out
-
-
 # -- commands ----------------------------------------------------------------------
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
     texts = list(args.texts)
     if args.file:
-        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-        with stream:
-            for number, line in enumerate(stream, start=1):
-                line = line.rstrip("\n")
-                if not line.strip():
-                    raise UsageError(f"{args.file}:{number} is empty; one text per line, "
-                                     "no blank lines (each line gets one vector)")
-                texts.append(line)
+        texts += [line for _, line in _lines(args.file, "text (each line gets one vector)")]
     if not texts:
         raise UsageError("nothing to embed: give TEXT arguments or --file F")
     spec = spec_from_args(args)
@@ -434,28 +217,46 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    for arg in args.paths:  # fail before opening anything
-        if not Path(arg).expanduser().exists():
-            raise UsageError(f"{arg}: no such file or folder")
-    uri = parse_uri(args.into)
+    try:  # fail before opening anything
+        file_roots(args.paths, args.namespace)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
+    uri = _uri(args.into)
     spec = spec_from_args(args)
+    cleanup = "full" if args.prune else "incremental"
     if args.ray is not None:
-        return _ingest_on_ray(args, uri, spec)
-    store = open_store(uri, create=True)
-    problems: list[str] = []
+        return _ingest_on_ray(args, uri, spec, cleanup)
+    # A dry run creates nothing, not even the store's folder.
+    absent = args.dry_run and uri.path is not None and not uri.path.exists()
+    col = None if absent else _open(uri, create=True)
+    inputs = Inputs()
     try:
-        emb = store.embedder(spec)
-        records = chunk_records(iter_sources(args.paths, problems), emb.count_tokens,
-                                args.chunk_tokens, args.overlap_tokens, problems, args.on_error)
-        report = store.ingest(records, args.batch_size, args.on_error, args.progress)
-        model = f"{emb.model_name} ({emb.dimensions} dimensions)"
+        emb, spec = _embedder_for(col, uri, spec, create=True)
+        with emb:
+            profile = embedder_profile(emb, spec)
+            target = col
+            if args.dry_run:
+                stored = col.profile() if col is not None else None
+                if stored:
+                    check_profile(stored, profile, str(uri))
+                target = col if stored is not None else None
+            elif col is not None:
+                col.ensure(profile)
+            chunker = Chunker(emb.count_tokens, args.chunk_tokens, args.overlap_tokens)
+            sources = file_sources(args.paths, chunker, inputs, namespace=args.namespace,
+                                   on_error=args.on_error)
+            report = sync(target, sources, embed=emb.embed_documents, cleanup=cleanup,
+                          scopes=inputs.scopes, dry_run=args.dry_run,
+                          batch_size=args.batch_size, progress=args.progress)
+            model = f"{emb.model_name} ({emb.dimensions} dimensions)"
     finally:
-        store.close()
-    return _report(f"ingested into {uri} with {model}", report, problems)
+        if col is not None:
+            col.close()
+    return _report(f"ingested into {uri} with {model}", report, inputs.problems)
 
 
 def _report(done: str, report: IngestReport, problems: list[str]) -> int:
-    """Print what an ingestion did (counted in chunks) and every input it skipped."""
+    """Print what an ingestion did (counted in chunks and sources) and every input it skipped."""
     print(f"{done}: {report.summary().replace(' records:', ' chunks:', 1)}")
     if problems or report.bad:
         print(f"{len(problems) + len(report.bad)} inputs skipped:")
@@ -464,38 +265,33 @@ def _report(done: str, report: IngestReport, problems: list[str]) -> int:
     return 0
 
 
-def _ingest_on_ray(args: argparse.Namespace, uri: StoreURI, spec: EmbedderSpec | None) -> int:
-    """``ingest --ray``: the same records, ids and report, embedded by Ray actors.
+def _ingest_on_ray(args: argparse.Namespace, uri: StoreURI, spec: EmbedderSpec | None,
+                   cleanup: str) -> int:
+    """``ingest --ray``: the same sources, chunks, ids and report, embedded by Ray actors.
 
-    Sources are read here (file names and JSONL lines, as without --ray); the
-    actors chunk and embed them (see ``qwen3_embed_ray.ingest_dataset``).
+    Files are read here (one row per source); the actors chunk and embed them
+    (see ``qwen3_embed_ray.ingest_files``).
     """
     import logging
 
     try:
         import ray
 
-        from qwen3_embed_ray import ingest_dataset
+        from qwen3_embed_ray import ingest_files
     except ImportError as exc:
         raise UsageError(f"--ray needs Ray Data: pip install 'qwen3-embed[ray]' ({exc})") from exc
     if args.actors < 1:
         raise UsageError(f"--actors must be at least 1, not {args.actors}")
-    problems: list[str] = []
-    rows = [  # a JSONL line holding a bare string is a record, not a whole file
-        {"source": name, "record": json.dumps(
-            {"text": raw} if isinstance(raw, str) and not is_file else raw, ensure_ascii=False)}
-        for name, raw, is_file in iter_sources(args.paths, problems)
-    ]
     started = not ray.is_initialized()  # a program calling main() may have a cluster already
     if started:  # ADDRESS, else $RAY_ADDRESS, else a new local cluster
         ray.init(address=args.ray or None, logging_level=logging.WARNING)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = args.progress
-        report = ingest_dataset(
-            ray.data.from_items(rows), str(uri), spec=spec, record_column="record",
-            source_column="source", chunk_tokens=args.chunk_tokens,
-            overlap_tokens=args.overlap_tokens, batch_size=args.batch_size, actors=args.actors,
-            on_error=args.on_error)
+        report, problems = ingest_files(
+            args.paths, str(uri), spec=spec, namespace=args.namespace,
+            chunk_tokens=args.chunk_tokens, overlap_tokens=args.overlap_tokens,
+            batch_size=args.batch_size, actors=args.actors, on_error=args.on_error,
+            cleanup=cleanup, dry_run=args.dry_run)
     finally:
         if started:
             ray.shutdown()
@@ -503,27 +299,29 @@ def _ingest_on_ray(args: argparse.Namespace, uri: StoreURI, spec: EmbedderSpec |
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    uri = parse_uri(args.within)
+    uri = _uri(args.within)
     spec = spec_from_args(args)
     if args.rerank is None and args.candidates is not None:
         raise UsageError("--candidates sets how many hits --rerank reorders: add --rerank [MODEL]")
     rerank = None if args.rerank is None else reranker_spec(
         args.rerank, base_urls=args.rerank_base_url, api_key_env=args.api_key_env,
         instruction=args.rerank_instruction, options=args.rerank_option)
-    store = open_store(uri, create=False)
+    col = _open(uri, create=False)
     try:
-        emb = store.embedder(spec)
-        reranker = rerank.build() if rerank is not None else None
-        try:
-            hits = store.search(args.query, args.limit, rerank=reranker,
-                                candidates=args.candidates)
-        finally:
-            if reranker is not None:
-                reranker.close()
+        emb, _ = _embedder_for(col, uri, spec, create=False)
+        with emb:
+            reranker = rerank.build() if rerank is not None else None
+            try:
+                hits = search_in(col, emb, args.query, args.limit, rerank=reranker,
+                                 candidates=args.candidates)
+            finally:
+                if reranker is not None:
+                    reranker.close()
+            model = emb.model_name
     finally:
-        store.close()
+        col.close()
     if reranker is not None:
-        print(f"candidates by {emb.model_name} (cosine), reranked by {reranker.model_name} "
+        print(f"candidates by {model} (cosine), reranked by {reranker.model_name} "
               "(relevance P(yes))")
     if not hits:
         print(f"no results in {uri}")
@@ -542,13 +340,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_rerank(args: argparse.Namespace) -> int:
     docs = list(args.documents)
     if args.file:
-        stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-        with stream:
-            for number, line in enumerate(stream, start=1):
-                if not line.strip():
-                    raise UsageError(f"{args.file}:{number} is empty; one document per line, "
-                                     "no blank lines")
-                docs.append(line.rstrip("\n"))
+        docs += [line for _, line in _lines(args.file, "document")]
     if not docs:
         raise UsageError("nothing to rerank: give DOC arguments or --file F (one per line)")
     spec = reranker_spec(args.model, model_path=args.model_path, backend=args.backend,
@@ -628,10 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[backend], help="add documents to a store",
                        description="Chunk .txt/.md files (folders are searched recursively) and "
                        "JSONL records ({'id'?, 'text', 'metadata'?} per line) by tokens, embed "
-                       "them and write them into a store. Re-running skips what is stored and "
-                       "unchanged.")
+                       "them and write them into a store. Each file is a source, named by its "
+                       "path within the folder given (under the folder's name): re-running skips "
+                       "unchanged files without reading their chunks again, and replaces a "
+                       "changed file's chunks (new ones written first, then the old deleted); "
+                       "--prune also removes files that are gone.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="folder, .txt/.md file or .jsonl file")
     p.add_argument("--into", required=True, metavar="URI", help=f"the store: {URI_HELP}")
+    p.add_argument("--prune", action="store_true",
+                   help="also delete the sources of the folders given that are gone (files "
+                        "deleted or renamed); default: only replace the chunks of changed files")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be written and deleted; change nothing")
+    p.add_argument("--namespace", metavar="NAME",
+                   help="the source ids' first part and the scope --prune works in (default: "
+                        "each folder's own name)")
     p.add_argument("--chunk-tokens", type=int, default=512, metavar="N",
                    help="tokens per chunk, as the model counts them (default 512)")
     p.add_argument("--overlap-tokens", type=int, default=64, metavar="N",
@@ -656,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", metavar="QUERY", help="the search query")
     p.add_argument("--in", dest="within", required=True, metavar="URI",
                    help=f"the store: {URI_HELP}")
-    p.add_argument("--limit", type=int, default=5, metavar="K", help="hits to show (default 5)")
+    p.add_argument("--limit", type=_positive, default=5, metavar="K",
+                   help="hits to show (default 5)")
     group = p.add_argument_group(
         "reranking", "Two-stage search: fetch --candidates hits by vector, reorder them with a "
         "Qwen3-Reranker and show the --limit most relevant (score: P(yes) in [0, 1]; the "
@@ -690,7 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text}")
     return value
@@ -719,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except (UsageError, StoreURIError) as exc:
         parser.exit(2, f"{PROG}: error: {exc}\n")
     except (Qwen3EmbedError, OSError) as exc:
         parser.exit(1, f"{PROG}: error: {exc}\n")

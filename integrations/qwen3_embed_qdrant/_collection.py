@@ -28,7 +28,6 @@ from qwen3_embed_core.stores import (
     Point,
     StoreURI,
     check_profile,
-    parse_uri,
 )
 
 from ._edge import is_edge_shard
@@ -75,7 +74,8 @@ def _chunks(items: Sequence[Any], size: int = PAGE) -> Iterator[Sequence[Any]]:
 
 
 def _match(key: str, values: Sequence[str]) -> models.Filter:
-    return models.Filter(must=[models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))])
+    condition = models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
+    return models.Filter(must=[condition])
 
 
 class QdrantCollection:
