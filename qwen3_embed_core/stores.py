@@ -115,7 +115,8 @@ that does not fit: ``ConfigurationError``).
 ``finish() -> None``
     Called once at the end of every ingestion that wrote or deleted
     something, after its last write and delete (an index build, a flush...).
-    May do nothing.
+    May do nothing. A class whose ``finish`` takes long says what it does in a
+    ``finishing`` class attribute (str), which the progress bar shows meanwhile.
 ``close() -> None``
     Release the store (connections, an embedded store's file lock). Idempotent.
 
