@@ -14,10 +14,12 @@ Part 1, raw points: ``--points`` random unit vectors of ``--dim`` dimensions
   apart as "+ index");
 - reopen: a new process opens the store on disk (until the first query can run);
 - query: median wall time of ``--queries`` top-10 nearest-neighbour queries,
-  each a stored vector plus noise, whose own point must come back first (a
-  store that answers fast but wrong fails the run);
+  each a stored vector plus noise, whose own point must be in the top 10 for
+  90% of them (a store that answers fast but wrong fails the run);
 - peak RSS: the process's peak resident memory (``ru_maxrss``), writing
-  (the index build included) and reopening + querying.
+  (the index build included) and reopening + querying;
+- and, under each row, the CPU time of the same steps (all threads): on a
+  loaded machine wall times grow with the load, CPU times much less.
 
 Stores: ``qdrant-local`` is qdrant-client's local mode (``QdrantClient(path=)``,
 a pure-Python stand-in that holds every point in memory and searches by brute
@@ -69,6 +71,9 @@ TARGET_QUERY_MS = 5.0
 TARGET_REOPEN_S = 1.0
 TARGET_RSS_MIB = 2048
 MEMORY_SHARE = 0.8  # of MemAvailable a size may be estimated to need
+# Share of queries whose own point must be in their top 10: the HNSW stores are
+# approximate, and random 1024-dimensional points are their hardest case (no clusters).
+MIN_FOUND = 0.9
 
 
 # -- the data: deterministic, generated batch by batch (the stream is not held) ------------
@@ -135,7 +140,7 @@ def flat(p: dict) -> dict:
 
 def write(store: str, folder: str, n: int, dim: int, size: int) -> dict:
     out: dict = {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if store == "qdrant-local":
         from qdrant_client import QdrantClient, models
 
@@ -146,14 +151,14 @@ def write(store: str, folder: str, n: int, dim: int, size: int) -> dict:
             client.upsert(NAME, points=[models.PointStruct(id=i, vector=v.tolist(), payload=p)
                                         for i, v, p in zip(ids, vecs, pays, strict=True)])
         client.close()
-        out["write_s"] = time.perf_counter() - t0
+        out["write_s"], out["write_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
     elif store == "chroma":
         col = chroma_client(folder).create_collection(NAME, configuration={"hnsw": {
             "space": "cosine"}}, embedding_function=None)
         for ids, vecs, pays in batches(n, size, dim):
             col.upsert(ids=ids, embeddings=vecs, metadatas=[flat(p) for p in pays],
                        documents=[p["text"] for p in pays])
-        out["write_s"] = time.perf_counter() - t0
+        out["write_s"], out["write_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
     else:
         import qdrant_edge as qe
 
@@ -165,11 +170,11 @@ def write(store: str, folder: str, n: int, dim: int, size: int) -> dict:
             shard.update(qe.UpdateOperation.upsert_points(
                 [qe.Point(id=i, vector=v.tolist(), payload=p)
                  for i, v, p in zip(ids, vecs, pays, strict=True)]))
-        out["write_s"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
+        out["write_s"], out["write_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+        t1, c1 = time.perf_counter(), time.process_time()
         shard.optimize()
         shard.flush()
-        out["index_s"] = time.perf_counter() - t1
+        out["index_s"], out["index_cpu_s"] = time.perf_counter() - t1, time.process_time() - c1
         info = shard.info()
         out.update(points=info.points_count, indexed=info.indexed_vectors_count,
                    segments=info.segments_count)
@@ -181,7 +186,7 @@ def write(store: str, folder: str, n: int, dim: int, size: int) -> dict:
 def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
     targets = query_targets(n, q)
     queries = [query_vector(i, dim).tolist() for i in targets]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     if store == "qdrant-local":
         from qdrant_client import QdrantClient
 
@@ -205,16 +210,19 @@ def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
         def top10(v: list[float]) -> list[str]:
             req = qe.QueryRequest(limit=10, query=qe.Query.Nearest(v), with_payload=True)
             return [str(p.id) for p in shard.query(req)]
-    reopen = time.perf_counter() - t0
-    times, wrong = [], 0
+    reopen, reopen_cpu = time.perf_counter() - t0, time.process_time() - c0
+    times, cpu, top1, found = [], [], 0, 0
     for i, v in zip(targets, queries, strict=True):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         ids = top10(v)
         times.append(time.perf_counter() - t)
-        wrong += ids[:1] != [point_id(i)]
-    return {"reopen_s": reopen, "query_ms": 1000 * statistics.median(times),
-            "first_query_ms": 1000 * times[0], "wrong_top1": wrong, "count": count,
-            "peak_rss_mib": peak_rss_mib()}
+        cpu.append(time.process_time() - c)
+        top1 += ids[:1] == [point_id(i)]
+        found += point_id(i) in ids
+    return {"reopen_s": reopen, "reopen_cpu_s": reopen_cpu,
+            "query_ms": 1000 * statistics.median(times),
+            "query_cpu_ms": 1000 * statistics.median(cpu), "first_query_ms": 1000 * times[0],
+            "top1": top1, "found": found, "count": count, "peak_rss_mib": peak_rss_mib()}
 
 
 def _child(args: list[str]) -> dict:
@@ -238,6 +246,11 @@ def measure(store: str, n: int, args: argparse.Namespace, scratch: str) -> dict:
         return row
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write(row: dict, kind: str) -> str:
+    text = f"{row['write' + kind + '_s']:.1f} s"
+    return text + (f" + {row['index' + kind + '_s']:.1f} s" if "index_s" in row else "")
 
 
 def available_mib() -> float:
@@ -269,26 +282,30 @@ def raw_table(args: argparse.Namespace, scratch: str) -> tuple[dict, bool]:
             print("   ", json.dumps({k: round(v, 3) if isinstance(v, float) else v
                                      for k, v in rows[store, n].items()}), flush=True)
 
-    print(f"\n{'embedded store':34}{'points':>11}{'write':>18}{'reopen':>9}{'query top10':>13}"
-          f"{'peak RSS write/read':>22}{'disk':>10}")
+    print(f"\n{'embedded store':34}{'points':>10}{'write (+ index)':>20}{'reopen':>9}"
+          f"{'query top10':>13}{'found':>7}{'peak RSS write/read':>22}{'disk':>10}")
     ok = True
     for (store, n), row in rows.items():
         if "skipped" in row:
-            print(f"{LABELS[store]:34}{n:>11,}   skipped: {row['skipped']}")
+            print(f"{LABELS[store]:34}{n:>10,}   skipped: {row['skipped']}")
             continue
-        wr = f"{row['write_s']:.1f} s" + (f" + {row['index_s']:.1f} s" if "index_s" in row
-                                          else "")
-        print(f"{LABELS[store]:34}{n:>11,}{wr:>18}{row['reopen_s']:>7.2f} s"
-              f"{row['query_ms']:>10.1f} ms{row['write_rss_mib']:>11,.0f} /"
-              f"{row['read_rss_mib']:>6,.0f} MiB{row['disk_mib']:>7,.0f} MiB")
-        if row["wrong_top1"] or row["count"] != n:
+        print(f"{LABELS[store]:34}{n:>10,}{_write(row, ''):>20}{row['reopen_s']:>7.2f} s"
+              f"{row['query_ms']:>10.1f} ms{row['found']:>4}/{args.queries:<2}"
+              f"{row['write_rss_mib']:>11,.0f} /{row['read_rss_mib']:>6,.0f} MiB"
+              f"{row['disk_mib']:>7,.0f} MiB")
+        print(f"{'  CPU time (all threads)':34}{'':>10}{_write(row, '_cpu'):>20}"
+              f"{row['reopen_cpu_s']:>7.2f} s{row['query_cpu_ms']:>10.1f} ms")
+        if row["found"] < MIN_FOUND * args.queries or row["count"] != n:
             ok = False
             print(f"  FAIL {store} at {n:,}: {row['count']:,} points stored, "
-                  f"{row['wrong_top1']} of {args.queries} queries missed their own point")
-    print("write: all batches upserted (+ Qdrant Edge's optimize(): HNSW and payload indexes); "
-          "reopen: a new process opens it;\nquery: median of "
-          f"{args.queries} top-10 queries, each of which must find its own point first; peak "
-          "RSS: ru_maxrss of each process.")
+                  f"{row['found']} of {args.queries} queries found their own point")
+    print("write: all batches upserted (+ Qdrant Edge's optimize(): HNSW and payload indexes);"
+          " reopen: a new process opens it;\nquery: median of "
+          f"{args.queries} top-10 queries; found: how many found their own point in their top 10 "
+          f"(at least {MIN_FOUND:.0%} must);\npeak RSS: ru_maxrss of each process (file-backed "
+          "pages of memory-mapped files included). Load average now "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: wall times grow with the load, "
+          "CPU times much less.")
     edge, chroma = rows.get(("qdrant-edge", TARGET_POINTS)), rows.get(("chroma", TARGET_POINTS))
     if edge and "skipped" not in edge:
         total = edge["write_s"] + edge["index_s"]
