@@ -147,10 +147,12 @@ class Qwen3Embedder:
             **tuning,  # type: ignore[arg-type]  # checked against LocalOptions above
         )
         try:
-            return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
+            emb = cls(backend, dimensions=dimensions, task=task, instruction=instruction)
         except BaseException:
             backend.close()
             raise
+        emb.spec = _spec_of("local", model, dimensions, task, instruction, options)
+        return emb
 
     @classmethod
     def model_runner(
@@ -191,10 +193,14 @@ class Qwen3Embedder:
             model, base_url=base_url, base_urls=base_urls, api_key=api_key, **options
         )
         try:
-            return cls(backend, dimensions=dimensions, task=task, instruction=instruction)
+            emb = cls(backend, dimensions=dimensions, task=task, instruction=instruction)
         except BaseException:
             backend.close()
             raise
+        urls = {"base_url": base_url, "base_urls": base_urls}
+        emb.spec = _spec_of("model-runner", model, dimensions, task, instruction,
+                            {**urls, **options})
+        return emb
 
     # -- facts ---------------------------------------------------------------
 
@@ -342,3 +348,19 @@ class Qwen3Embedder:
     def __repr__(self) -> str:
         d = self._dimensions or self.full_dimensions
         return f"Qwen3Embedder({self._backend.name}, model={self.model_name!r}, dimensions={d})"
+
+
+def _spec_of(backend: str, model: object, dimensions: int | None, task: TaskLike | None,
+             instruction: str | None, options: dict[str, Any]) -> EmbedderSpec | None:
+    """The spec a constructor's arguments describe, so a store can record how to rebuild
+    the embedder however it was built (None if they cannot be written down)."""
+    from ._errors import Qwen3EmbedError
+    from ._spec import EmbedderSpec
+
+    try:
+        return EmbedderSpec.from_options(
+            backend, model=os.fspath(model), dimensions=dimensions,  # type: ignore[arg-type]
+            task=task, instruction=instruction,
+            **{k: v for k, v in options.items() if v is not None})
+    except (Qwen3EmbedError, TypeError):
+        return None

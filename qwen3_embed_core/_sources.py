@@ -125,6 +125,7 @@ def file_sources(paths: Sequence[str | Path], chunker: Chunker, inputs: Inputs, 
                  namespace: str | None = None, on_error: OnError = "skip") -> Iterator[Source]:
     """The sources of files and folders (text files, JSONL files), read lazily."""
     roots = file_roots(paths, namespace)
+    done: set[str] = set()  # a file given twice (alone and in its folder) is one source
     for root, files, ns, is_dir in roots:
         if is_dir:
             inputs.scopes.append(ns)
@@ -132,6 +133,9 @@ def file_sources(paths: Sequence[str | Path], chunker: Chunker, inputs: Inputs, 
                 inputs.problems.append(f"{root}: no .txt or .md files in this folder")
         for path in files:
             sid = f"{ns}/{path.relative_to(root).as_posix()}"
+            if sid in done:
+                continue
+            done.add(sid)
             try:
                 text = path.read_bytes().decode("utf-8")
             except (OSError, UnicodeDecodeError) as exc:

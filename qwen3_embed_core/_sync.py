@@ -350,22 +350,26 @@ class _Run:
 
 def apply_points(
     collection: Collection, points: Sequence[Point], vectors: dict[str, np.ndarray],
-    report: IngestReport, batch_size: int = 256,
+    report: IngestReport, batch_size: int = 256, *, dry_run: bool = False,
 ) -> None:
     """Write chunks whose vectors were made elsewhere (Ray's stage), as :func:`sync` does.
 
     ``vectors``: by point id, for the chunks the stage embedded; a chunk
     without one was found stored unchanged by the stage and is checked again.
+    ``dry_run``: write nothing; a chunk that would need a vector counts as embedded.
     """
-    run = _Run(collection, _no_embedding, None, False, batch_size, report, None)
+    run = _Run(collection, _no_embedding, None, dry_run, batch_size, report, None)
+    exists = collection.profile() is not None
     for start in range(0, len(points), batch_size):
         part = list(points[start : start + batch_size])
-        stored = collection.lookup([p.id for p in part])
+        stored = collection.lookup([p.id for p in part]) if exists else {}
         todo, relabel = [], []
         for p in part:
             prev = stored.get(p.id)
             if prev is None or prev.hash != p.hash:
-                if p.id not in vectors:
+                if dry_run:
+                    report.embedded += 1
+                elif p.id not in vectors:
                     raise ConfigurationError(
                         f"a chunk reached the store without a vector: the embedding stage "
                         f"found it stored unchanged, but the store no longer has it (deleted "
@@ -375,7 +379,7 @@ def apply_points(
                 relabel.append(p)
             else:
                 report.skipped += 1
-        if todo:
+        if todo and not dry_run:
             run._write(todo, np.stack([vectors[p.id] for p in todo]))
         run._write(relabel, None)
         report.written += len(todo) + len(relabel)
@@ -384,16 +388,18 @@ def apply_points(
 
 def cleanup_sources(
     collection: Collection, kept: dict[str, set[str]], report: IngestReport, *,
-    cleanup: Cleanup | None, scopes: Sequence[str] = (), dry_run: bool = False,
+    cleanup: Cleanup | None, scopes: Sequence[str] = (), seen: Iterable[str] = (),
+    dry_run: bool = False,
 ) -> None:
     """Delete what a run's sources no longer hold, after all their chunks were written.
 
     ``kept``: ``{source id: ids of its chunks in this run}`` (Ray's driver
     gathers it from the write tasks). Incremental: each source's other chunks
-    are deleted; full: also every source of ``scopes`` absent from ``kept``.
+    are deleted; full: also every source of ``scopes`` absent from ``kept``
+    and ``seen`` (the sources found unchanged).
     """
     run = _Run(collection, _no_embedding, cleanup, dry_run, 256, report, None)
-    if cleanup is None:
+    if cleanup is None or collection.profile() is None:
         return
     names = sorted(kept)
     for start in range(0, len(names), 256):
@@ -403,9 +409,7 @@ def cleanup_sources(
         run._delete(stale)
         report.deleted += len(stale)
     if cleanup == "full":
-        run.prune(scopes, set(kept))
-    if run.changed_store and not dry_run:
-        collection.finish()
+        run.prune(scopes, set(kept) | set(seen))
 
 
 def _no_embedding(texts: list[str]) -> np.ndarray:

@@ -10,6 +10,7 @@ code that the Chroma server path runs, and by URL against a closed port
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,11 +29,12 @@ from qwen3_embed_core import (
     content_hash,
     point_id,
 )
+from qwen3_embed_qdrant import ingest as qdrant_ingest
 from qwen3_embed_ray import QdrantDatasink, Qwen3EmbedBatches, ingest_dataset
 from qwen3_embed_ray._stage import actor_cpus
 
 from .conftest import COS_MIN
-from .stores import THREADS, chroma_server, free_port, local_embedder
+from .stores import THREADS, chroma_server, free_port, local_embedder, tally
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +65,7 @@ def chroma(tmp_path_factory):
 
 def _records(n, bad=()):
     """n records with ids; rows in ``bad`` have empty text (reported, never written)."""
-    return [{"doc": f"d{i}", "text": "" if i in bad else f"record {i} of the ray test, topic "
+    return [{"id": f"d{i}", "text": "" if i in bad else f"record {i} of the ray test, topic "
              f"{i % 11}", "lang": "en" if i % 2 else "fr", "n": i} for i in range(n)]
 
 
@@ -71,6 +73,15 @@ def _check_vectors(vectors, texts, core):
     expected = core.embed_documents(texts)
     cos = np.einsum("ij,ij->i", np.asarray(vectors, np.float64), expected.astype(np.float64))
     assert cos.min() >= COS_MIN, cos.min()
+
+
+@contextlib.contextmanager
+def local_embedder_ctx(model):
+    gen = local_embedder(model)
+    try:
+        yield next(gen)
+    finally:
+        gen.close()
 
 
 def _qdrant_points(folder, name):
@@ -92,19 +103,19 @@ def _qdrant_points(folder, name):
 def test_stage_vectors_ids_threads_and_bad_rows(cluster, tiny_model, core):
     rows = _records(40, bad={7})
     ds = ray.data.from_items(rows).map_batches(
-        Qwen3EmbedBatches, fn_constructor_kwargs={"model": str(tiny_model), "id_column": "doc",
-                                                  "source_column": "n"},
+        Qwen3EmbedBatches, fn_constructor_kwargs={"model": str(tiny_model)},
         compute=ray.data.ActorPoolStrategy(size=1), batch_size=16, num_cpus=2)
     out = sorted(ds.take_all(), key=lambda r: r["n"])
     assert len(out) == 40
     good = [r for r in out if r["error"] is None]
     assert [r["n"] for r in out if r["error"]] == [7]
-    assert "record 7" in out[7]["error"] and "empty" in out[7]["error"]
-    assert out[7]["embedding"] is None and out[7]["id"] is None
-    assert [r["id"] for r in good] == [point_id(r["doc"]) for r in good]
-    assert [r["content_hash"] for r in good] == [content_hash(r["text"]) for r in good]
-    stored = json.loads(good[0]["record"])
-    assert stored == {"id": "d0", "text": good[0]["text"], "metadata": {"lang": "fr", "n": 0}}
+    assert "id 'd7'" in out[7]["error"] and "empty" in out[7]["error"]
+    assert out[7]["embedding"] is None and out[7]["point_id"] is None
+    assert [r["point_id"] for r in good] == [point_id(r["id"]) for r in good]
+    stored = json.loads(good[0]["point"])
+    assert stored["content_hash"] == content_hash(good[0]["text"])
+    assert (stored["text"], stored["metadata"], stored["record_id"]) == (
+        good[0]["text"], {"lang": "fr", "n": 0}, "d0")
     _check_vectors([r["embedding"] for r in good], [r["text"] for r in good], core)
 
     # llama.cpp's threads follow the CPUs Ray gives the actor.
@@ -117,8 +128,8 @@ def test_stage_vectors_ids_threads_and_bad_rows(cluster, tiny_model, core):
 
 def test_stage_refuses_what_it_would_overwrite(tiny_model):
     stage = Qwen3EmbedBatches(str(tiny_model), n_threads=THREADS)
-    with pytest.raises(ConfigurationError, match="id_column='id'"):
-        stage({"text": np.array(["a"]), "id": np.array(["x"])})
+    with pytest.raises(ConfigurationError, match="'point_id'.* would be overwritten"):
+        stage({"text": np.array(["a"]), "point_id": np.array(["x"])})
     with pytest.raises(ConfigurationError, match=r"'body'.* not in the dataset"):
         Qwen3EmbedBatches(str(tiny_model), text_column="body", n_threads=THREADS)(
             {"text": np.array(["a"])})
@@ -131,15 +142,15 @@ def test_stage_refuses_what_it_would_overwrite(tiny_model):
 
 def test_ingest_dataset_embedded_qdrant_then_rerun_skips(cluster, tiny_model, core, tmp_path):
     rows = _records(120, bad={5, 77})
-    uri = f"qdrant:{tmp_path}/docs"
+    uri = f"qdrant:{tmp_path}/db/docs"
     ds = ray.data.from_items(rows)
-    report = ingest_dataset(ds, uri, model=str(tiny_model), id_column="doc", source_column="n",
-                            actors=2, batch_size=16)
+    # The record shape of qwen3_embed_qdrant.ingest: an 'id' column is the records' id.
+    report = ingest_dataset(ds, uri, model=str(tiny_model), actors=2, batch_size=16)
     assert (report.seen, report.embedded, report.written, report.skipped) == (120, 118, 118, 0)
-    assert sorted(b.position for b in report.bad) == [5, 77]
+    assert sorted(b.record_id for b in report.bad) == ["d5", "d77"]
     assert all("empty" in b.reason for b in report.bad)
 
-    points, count = _qdrant_points(tmp_path, "docs")
+    points, count = _qdrant_points(tmp_path / "db", "docs")
     expected = {point_id(f"d{i}") for i in range(120) if i not in (5, 77)}
     assert count == len(points) == 118 and {str(p.id) for p in points} == expected
     _check_vectors([p.vector for p in points], [p.payload["text"] for p in points], core)
@@ -148,20 +159,28 @@ def test_ingest_dataset_embedded_qdrant_then_rerun_skips(cluster, tiny_model, co
     # Again, one text edited: every record is looked up before embedding; only the
     # edited one is embedded (and replaces its point), the rest are skipped.
     rows[3]["text"] += " (edited)"
-    again = ingest_dataset(ray.data.from_items(rows), uri, model=str(tiny_model),
-                           id_column="doc", source_column="n", actors=1, batch_size=16)
+    again = ingest_dataset(ray.data.from_items(rows), uri, model=str(tiny_model), actors=1,
+                           batch_size=16)
     assert (again.embedded, again.written, again.updated, again.skipped) == (1, 1, 1, 117)
     assert len(again.bad) == 2
-    points, count = _qdrant_points(tmp_path, "docs")
+    points, count = _qdrant_points(tmp_path / "db", "docs")
     assert count == 118
     edited = next(p for p in points if str(p.id) == point_id("d3"))
     assert edited.payload["text"].endswith("(edited)")
     _check_vectors([edited.vector], [edited.payload["text"]], core)
+    # The same records through the Python API: nothing to do (same ids, hashes, sources).
+    client = QdrantClient(path=str(tmp_path / "db"))
+    try:
+        with local_embedder_ctx(tiny_model) as emb:
+            plain = qdrant_ingest(client, "docs", emb, rows, cleanup="incremental")
+        assert (plain.embedded, plain.written, plain.deleted) == (0, 0, 0)
+    finally:
+        client.close()
     # The collection records the model: another size is refused on the driver at once.
     t0 = time.monotonic()
     with pytest.raises(ConfigurationError, match="dimensions"):
-        ingest_dataset(ds, uri, model=str(tiny_model), dimensions=32, id_column="doc")
-    assert time.monotonic() - t0 < 10
+        ingest_dataset(ds, uri, model=str(tiny_model), dimensions=32)
+    assert time.monotonic() - t0 < 30  # the writer actor starts, no embedding actor does
 
 
 def test_ingest_dataset_chroma_server(cluster, tiny_model, core, chroma):
@@ -171,8 +190,7 @@ def test_ingest_dataset_chroma_server(cluster, tiny_model, core, chroma):
     rows = _records(60)
     uri = f"chroma+http://{host}:{port}/docs"
     ds = ray.data.from_items(rows)
-    report = ingest_dataset(ds, uri, model=str(tiny_model), id_column="doc", actors=2,
-                            batch_size=16)
+    report = ingest_dataset(ds, uri, model=str(tiny_model), actors=2, batch_size=16)
     assert (report.seen, report.embedded, report.written) == (60, 60, 60)
     col = chromadb.HttpClient(host=host, port=port).get_collection("docs")
     got = col.get(include=["embeddings", "documents", "metadatas"])
@@ -181,7 +199,34 @@ def test_ingest_dataset_chroma_server(cluster, tiny_model, core, chroma):
     assert got["metadatas"][0]["lang"] in ("en", "fr")
     # Chroma keeps the function's config: another size is refused before embedding.
     with pytest.raises(ConfigurationError, match="dimensions"):
-        ingest_dataset(ds, uri, model=str(tiny_model), dimensions=32, id_column="doc")
+        ingest_dataset(ds, uri, model=str(tiny_model), dimensions=32)
+
+
+def test_sync_on_ray_keeps_sources_exact(cluster, tiny_model, tmp_path):
+    """Sources on Ray: a shrunk source loses its old chunks, --prune drops a gone one."""
+    uri = f"qdrant:{tmp_path}/db/docs"
+
+    def rows(spec):
+        return [{"id": f"{s}-{i}", "text": f"{s} part {i} of {n}", "source": s}
+                for s, n in spec.items() for i in range(n)]
+
+    def expected(spec):
+        return {s: [f"{s} part {i} of {n}" for i in range(n)] for s, n in spec.items()}
+
+    first = {"a": 5, "b": 3, "c": 2}
+    ingest_dataset(ray.data.from_items(rows(first)), uri, model=str(tiny_model),
+                   cleanup="incremental")
+    assert tally(uri, expected(first)).exact
+    second = {"a": 2, "b": 4}  # a shrinks, b grows and changes, c is gone
+    dry = ingest_dataset(ray.data.from_items(rows(second)), uri, model=str(tiny_model),
+                         cleanup="full", dry_run=True)
+    assert dry.dry_run and dry.deleted == 5 + 3 + 2 and dry.deleted_sources == 1
+    assert tally(uri, expected(first)).exact  # the dry run changed nothing
+    report = ingest_dataset(ray.data.from_items(rows(second)), uri, model=str(tiny_model),
+                            cleanup="full")
+    assert (report.deleted, report.deleted_sources) == (10, 1)
+    t = tally(uri, expected(second))
+    assert (t.stale, t.missing, t.duplicated, t.points) == (0, 0, 0, 6)
 
 
 @pytest.mark.server
@@ -197,7 +242,7 @@ def test_stage_on_several_model_runner_endpoints(cluster, llama_server, tiny_mod
             Qwen3EmbedBatches, fn_constructor_kwargs={"model": "tiny", "base_urls": urls},
             compute=ray.data.ActorPoolStrategy(size=2), batch_size=8, num_cpus=0.5)
         out = ds.take_all()
-    assert sorted(r["id"] for r in out) == sorted(point_id(None, r["text"]) for r in rows)
+    assert sorted(r["point_id"] for r in out) == sorted(point_id(r["id"]) for r in rows)
     _check_vectors([r["embedding"] for r in out], [r["text"] for r in out], core)
 
 
@@ -245,7 +290,7 @@ class CrashingSink(QdrantDatasink):
 
 def test_killed_actor_and_write_task_leave_every_record_once(cluster, tiny_model, tmp_path):
     n = 200
-    rows = [{"text": f"fault record {i}, topic {i % 13}"} for i in range(n)]
+    rows = [{"text": f"fault record {i}, topic {i % 13}"} for i in range(n)]  # no ids
     ds = ray.data.from_items(rows).map_batches(
         CrashingStage, fn_constructor_kwargs={"model": str(tiny_model),
                                               "marker": str(tmp_path / "stage-died")},
@@ -282,11 +327,15 @@ def test_unreachable_store_or_model_fails_fast_on_the_driver(cluster, tiny_model
         with pytest.raises(error, match=words):
             ingest_dataset(ds, kwargs.pop("uri"), **kwargs)
         assert time.monotonic() - t0 < 15, kwargs
+    # The dataset's schema is checked on the driver, before any actor starts.
+    with pytest.raises(ConfigurationError, match="'embedding'.* would be overwritten"):
+        ingest_dataset(ray.data.from_items([{"embedding": 1, "text": "a"}]),
+                       f"qdrant:{tmp_path}/db/x", model=str(tiny_model))
     # An error raised on an actor reaches the driver as the library's own, not as Ray's
-    # "UDF failed" wrapper: here an 'id' column the output would overwrite.
-    with pytest.raises(ConfigurationError, match="id_column='id'"):
-        ingest_dataset(ray.data.from_items([{"id": 1, "text": "a"}]), f"qdrant:{tmp_path}/x",
-                       model=str(tiny_model))
+    # "UDF failed" wrapper: here a bad option, refused when the actor builds its model.
+    with pytest.raises(ConfigurationError):
+        ingest_dataset(ray.data.from_items([{"id": 1, "text": "a"}]), f"qdrant:{tmp_path}/db/y",
+                       model=str(tiny_model), n_threads="many")
 
 
 # -- the command line ------------------------------------------------------------------
@@ -314,4 +363,5 @@ def test_cli_ingest_on_ray_matches_plain_ingest(cluster, tiny_model, tmp_path, c
     # Without --ray, over what --ray wrote: the same ids, hashes and labels, so nothing to do.
     assert main([*common, "--option", f"n_threads={THREADS}"]) == 0
     out = capsys.readouterr().out
-    assert " 0 embedded, 0 written" in out, out
+    assert " 0 embedded, 0 written" in out and "0 deleted" in out, out
+    assert "(2 unchanged" in out, out  # the text files: recognised without chunking

@@ -197,7 +197,7 @@ class ChromaCollection:
     def lookup(self, ids: Sequence[str]) -> dict[str, Point]:
         col = self._need()
         out: dict[str, Point] = {}
-        for part in _parts(list(ids)):
+        for part in _parts(list(dict.fromkeys(ids))):  # Chroma refuses repeated ids
             got = col.get(ids=part, include=["metadatas"])
             out.update((i, point_of(i, m)) for i, m in zip(got["ids"], got["metadatas"],
                                                            strict=True))
@@ -222,7 +222,7 @@ class ChromaCollection:
 
     def delete(self, ids: Sequence[str]) -> None:
         col = self._need()
-        for part in _parts(list(ids)):
+        for part in _parts(list(dict.fromkeys(ids))):
             col.delete(ids=part)
 
     def _rows(self, where: dict[str, Any] | None, documents: bool) -> Iterator[Point]:
