@@ -94,8 +94,7 @@ def on_ray(n: int, model: str, batch: int, threads: int, actors: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="qwen3-ray-bench-") as folder:
         memory = ActorMemory()
         t0 = time.perf_counter()
-        report = ingest_dataset(ds, f"qdrant:{folder}/bench", model=model, id_column="id",
-                                actors=actors,
+        report = ingest_dataset(ds, f"qdrant:{folder}/bench", model=model, actors=actors,
                                 num_cpus=threads, batch_size=batch)
         seconds = time.perf_counter() - t0
         peaks = memory.stop()[-actors:]  # the pool's actors (a worker Ray pre-started is small)

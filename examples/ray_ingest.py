@@ -47,12 +47,13 @@ def main() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         files = sorted(str(p) for p in Path(args.docs).glob("*.md"))
-        # One row per file (read by the workers): its text, and its path as the record's id.
+        # One record per file (read by the workers): its name is its id and its source.
         ds = ray.data.read_binary_files(files, include_paths=True).map(
-            lambda row: {"path": Path(row["path"]).name, "text": row["bytes"].decode("utf-8")})
+            lambda row: {"id": Path(row["path"]).name, "source": Path(row["path"]).name,
+                         "text": row["bytes"].decode("utf-8")})
         for attempt in ("first pass", "second pass"):
-            report = ingest_dataset(ds, uri, model=model, id_column="path", chunk_tokens=128,
-                                    overlap_tokens=16, actors=args.actors, batch_size=16)
+            report = ingest_dataset(ds, uri, model=model, chunk_tokens=128, overlap_tokens=16,
+                                    cleanup="incremental", actors=args.actors, batch_size=16)
             print(f"{attempt}: {report.summary()}")
     finally:
         ray.shutdown()

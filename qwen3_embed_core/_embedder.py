@@ -151,7 +151,7 @@ class Qwen3Embedder:
         except BaseException:
             backend.close()
             raise
-        emb.spec = _spec_of("local", model, dimensions, task, instruction, options)
+        emb.spec = _spec_of("local", model, dimensions, task, instruction, dict(options))
         return emb
 
     @classmethod
@@ -350,7 +350,7 @@ class Qwen3Embedder:
         return f"Qwen3Embedder({self._backend.name}, model={self.model_name!r}, dimensions={d})"
 
 
-def _spec_of(backend: str, model: object, dimensions: int | None, task: TaskLike | None,
+def _spec_of(backend: Any, model: Any, dimensions: int | None, task: TaskLike | None,
              instruction: str | None, options: dict[str, Any]) -> EmbedderSpec | None:
     """The spec a constructor's arguments describe, so a store can record how to rebuild
     the embedder however it was built (None if they cannot be written down)."""
@@ -359,8 +359,8 @@ def _spec_of(backend: str, model: object, dimensions: int | None, task: TaskLike
 
     try:
         return EmbedderSpec.from_options(
-            backend, model=os.fspath(model), dimensions=dimensions,  # type: ignore[arg-type]
-            task=task, instruction=instruction,
+            backend, model=str(model) if isinstance(model, os.PathLike) else model,
+            dimensions=dimensions, task=task, instruction=instruction,
             **{k: v for k, v in options.items() if v is not None})
     except (Qwen3EmbedError, TypeError):
         return None

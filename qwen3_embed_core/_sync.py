@@ -117,7 +117,7 @@ def record_sources(
         assert name is not None
         done.add(name)
         digest = source_hash("records", [(r.id, r.text, r.metadata) for r in recs])
-        return Source(name, digest, lambda: recs, scope, head=recs[0].id, size=len(recs))
+        return Source(name, digest, _fixed(recs), scope, head=recs[0].id, size=len(recs))
 
     for position, raw in enumerate(records):
         report.seen += 1
@@ -137,13 +137,16 @@ def record_sources(
         if group and group[0].source != rec.source:
             yield close()
         if rec.source is None:
-            one = [rec]
             yield Source(rec.id, source_hash("record", rec.text, rec.metadata, rec.record_id),
-                         lambda one=one: one, scope, head=rec.id, alone=True, size=1)
+                         _fixed([rec]), scope, head=rec.id, alone=True, size=1)
         else:
             group.append(rec)
     if group:
         yield close()
+
+
+def _fixed(records: list[Record]) -> Callable[[], Iterable[Record]]:
+    return lambda: records
 
 
 def _point(rec: Record, src: Source) -> Point:

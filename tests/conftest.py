@@ -10,6 +10,9 @@ import pytest
 from qwen3_embed_core import Qwen3Embedder
 from qwen3_embed_core.testing import Reference, build_model
 
+# The store fixtures (``store_uri``: once per store of tests.stores.STORE_URIS).
+from .stores import store_servers, store_uri  # noqa: F401
+
 # Cosine to the float64 numpy reference every vector must reach.
 COS_MIN = 0.9999
 

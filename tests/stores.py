@@ -138,7 +138,7 @@ def store_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreSer
 
 @pytest.fixture(params=list(STORE_URIS))
 def store_uri(request: pytest.FixtureRequest, tmp_path: Path, store_servers: StoreServers) -> str:
-    """A fresh collection URI on each store of STORE_URIS (import this fixture to use it)."""
+    """A fresh collection URI on each store of STORE_URIS (conftest.py makes it a fixture)."""
     return STORE_URIS[request.param](tmp_path, store_servers)
 
 

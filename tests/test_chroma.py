@@ -287,3 +287,26 @@ def test_server_backend_config_rebuilds_in_a_new_process(tmp_path, reference, ll
     _fill(chromadb.PersistentClient(path, settings=_settings()), ef)
     _check_answer(_reopen_elsewhere(tmp_path, path), ef, reference)
     ef.close()
+
+
+def test_wrong_arguments_are_our_errors(tmp_path, ef):
+    from qwen3_embed_core import InvalidInputTypeError
+
+    client = chromadb.PersistentClient(str(tmp_path / "c"), settings=_settings())
+    col = client.create_collection("docs", embedding_function=ef)
+    with pytest.raises(InvalidInputTypeError, match="records must be an iterable"):
+        ingest(col, None)
+    # Issue 18: one record with metadata {"": "v"} aborted the whole ingestion.
+    report = ingest(col, [{"text": "a"}, {"text": "b", "metadata": {"": "v"}}, {"text": "c"}])
+    assert [b.position for b in report.bad] == [1] and report.written == 2
+    assert "metadata keys must be non-empty" in report.bad[0].reason
+    # Issue 18: integers beyond int64 came back as floats, so every re-run "updated" them.
+    big = [{"id": "big", "text": "d", "metadata": {"n": 10**30, "m": -(2**70)}}]
+    assert ingest(col, big).written == 1
+    again = ingest(col, big)
+    assert (again.written, again.updated, again.skipped) == (0, 0, 1)
+    hit = next(h for h in search(col, "d", limit=4) if h.record_id == "big")
+    assert hit.metadata == {"n": 10**30, "m": -(2**70)}
+    for limit in (0, -3):
+        with pytest.raises(ConfigurationError, match="must be an int >= 1"):
+            search(col, "q", limit=limit)

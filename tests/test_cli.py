@@ -11,8 +11,8 @@ from chromadb.config import Settings
 from qdrant_client import QdrantClient
 
 from qwen3_embed_cli import main
-from qwen3_embed_core.stores import parse_uri
 from qwen3_embed_core import Qwen3Embedder
+from qwen3_embed_core.stores import parse_uri
 
 from .conftest import COS_MIN
 from .stores import CLI, THREADS, child_env, chroma_server, free_port, local_embedder
@@ -307,3 +307,23 @@ def test_search_names_a_missing_collection(capsys, tmp_path, corpus, tiny_model)
             status, _, err = run(capsys, "search", "q", "--in", f"{kind}:{tmp_path}/{kind}/other",
                                  *extra)
             assert status in (1, 2) and "no collection 'other'" in err, err
+
+
+def test_files_that_are_not_utf8_and_bad_limits_are_clear_errors(capsys, tmp_path, tiny_model,
+                                                                corpus):
+    # Issue 18: tracebacks for non-UTF-8 --file and JSONL input, and for --limit 0.
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    model = ["--model-path", str(tiny_model)]
+    for argv in (["embed", "--file", str(latin)], ["rerank", "q", "--file", str(latin)]):
+        status, _, err = run(capsys, *argv, *model)
+        assert status == 2 and f"{latin} is not UTF-8 text" in err and "Traceback" not in err
+    jsonl = tmp_path / "latin1.jsonl"
+    jsonl.write_bytes('{"text": "caf\xe9"}\n'.encode("latin-1"))
+    uri = f"qdrant:{tmp_path}/db/docs"
+    status, out, err = run(capsys, "ingest", str(jsonl), "--into", uri, "--no-progress", *model)
+    assert status == 0 and "latin1.jsonl: cannot read it as UTF-8 text" in out, err
+    assert run(capsys, "ingest", str(corpus[0]), "--into", uri, "--no-progress", *model)[0] == 0
+    for limit in ("0", "-2", "many"):
+        status, _, err = run(capsys, "search", "q", "--in", uri, "--limit", limit)
+        assert status == 2 and "expected a whole number >= 1" in err and "Traceback" not in err

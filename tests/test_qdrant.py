@@ -9,6 +9,7 @@ from qdrant_client import QdrantClient, models
 from qwen3_embed_core import (
     ConfigurationError,
     InvalidInputError,
+    InvalidInputTypeError,
     Qwen3Embedder,
     ServerUnavailableError,
     point_id,
@@ -225,3 +226,15 @@ def test_server_url_path_reports_an_unreachable_qdrant(fast_embedder):
         with pytest.raises(ServerUnavailableError, match=f"cannot reach Qdrant at {url}"):
             call()
     client.close()
+
+
+def test_wrong_arguments_are_our_errors(client, fast_embedder):
+    # Issue 18: records=None raised TypeError, limit=0 a raw ValueError.
+    with pytest.raises(InvalidInputTypeError, match="records must be an iterable"):
+        ingest(client, "x", fast_embedder, None)
+    ingest(client, "docs", fast_embedder, DOCS)
+    for limit in (0, -1, 2.5, True):
+        with pytest.raises(ConfigurationError, match="must be an int >= 1"):
+            search(client, "docs", fast_embedder, "q", limit=limit)
+    with pytest.raises(ConfigurationError, match="cleanup must be None"):
+        ingest(client, "docs", fast_embedder, DOCS, cleanup="yes")

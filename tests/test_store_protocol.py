@@ -21,7 +21,7 @@ from qwen3_embed_core.stores import (
     vector_record,
 )
 
-from .stores import local_embedder, store_servers, store_uri  # noqa: F401 - fixtures
+from .stores import local_embedder
 
 TEXTS = [f"chunk {i} of the protocol test, about topic {i % 3}" for i in range(12)]
 

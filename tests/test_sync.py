@@ -16,7 +16,7 @@ from qwen3_embed_core import ConfigurationError, InvalidInputError, check_text
 from qwen3_embed_core.adapters import Chunker, ingest_into
 from qwen3_embed_core.stores import open_collection
 
-from .stores import local_embedder, store_servers, store_uri, tally  # noqa: F401 - fixtures
+from .stores import local_embedder, tally
 from .texts import long_text
 
 CHUNK, OVERLAP = 24, 4
