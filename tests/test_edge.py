@@ -281,7 +281,7 @@ def test_the_index_is_built_once_at_the_end_of_an_ingestion(tmp_path, emb, monke
     assert tally(uri, _expected(120)).exact
 
 
-N, BATCH = 600, 30
+N, BATCH = 300, 20
 CRASH_CHILD = textwrap.dedent(f"""
     import json, sys
     from qwen3_embed_core import Qwen3Embedder
