@@ -47,7 +47,7 @@ $(BENCH_STAMP): $(STAMP) pyproject.toml
 
 # Throughput against the peers, quantized files, HTTP, ingestion and memory
 # figures, then reranking, Ray and the embedded stores (each script says how long
-# it takes; stores.py at 1,000,000 points: about an hour on 2 cores). Every
+# it takes; stores.py at 1,000,000 points: hours on 2 cores). Every
 # script runs; the exit status is 0 only when every target is met.
 bench: $(BENCH_STAMP) llama-server
 	status=0; \
