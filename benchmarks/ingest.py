@@ -189,7 +189,7 @@ def sync_child(chunks: int, model: str, store: str, batch: int, threads: int | N
         col = open_collection(uri, create=True)  # reopened each run, as the CLI does
         try:
             col.ensure(embedder_profile(emb))
-            chunker = Chunker(emb.count_tokens, SYNC_CHUNK_TOKENS, 0)
+            chunker = Chunker.of(emb, SYNC_CHUNK_TOKENS, 0)
             report = sync(col, file_sources([docs], chunker, Inputs()),
                           embed=emb.embed_documents, cleanup="incremental", batch_size=batch)
         finally:

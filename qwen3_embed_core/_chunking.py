@@ -126,3 +126,79 @@ def _split_word(
             "(the EOS token and any document instruction count too)"
         )
     cuts.insert(start + 1, lo)
+
+
+def chunk_by_tokens(
+    text: str,
+    starts: list[int | None],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+    overlap_tokens: int = 0,
+    overhead: int = 1,
+) -> list[str]:
+    """Cut ``text`` on its own token offsets: tokenized once, each chunk checked once.
+
+    ``starts``: where each token of ``text`` (the text alone) begins, as a
+    character offset, None for a token that begins inside a character (a
+    byte-level piece). ``overhead``: tokens the model adds to every text (EOS,
+    a document instruction). Chunks end before a token that starts or follows
+    whitespace (a word boundary; a word longer than the budget is cut between
+    its tokens), hold at most ``max_tokens`` tokens by ``count_tokens`` (the
+    check, in case a cut changes how the edges tokenize), and overlap by the
+    whole words of at most ``overlap_tokens`` tokens.
+    """
+    import bisect
+
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+        raise ConfigurationError(f"max_tokens must be an integer >= 2, not {max_tokens!r}")
+    if not 0 <= overlap_tokens < max_tokens:
+        raise ConfigurationError(
+            f"overlap_tokens must be between 0 and max_tokens - 1 ({max_tokens - 1}), "
+            f"not {overlap_tokens!r}")
+    budget = max_tokens - overhead
+    if budget < 1:
+        raise ConfigurationError(
+            f"max_tokens={max_tokens} is too small: the model adds {overhead} tokens to every "
+            "text (the EOS token and any document instruction)")
+    n = len(starts)
+    if not text.strip() or n == 0:
+        return []
+
+    def pos(i: int) -> int:
+        at = starts[i] if i < n else len(text)
+        assert at is not None
+        return at
+
+    cuttable = [i for i in range(1, n) if starts[i] is not None]
+    words = [i for i in cuttable if text[pos(i)].isspace() or text[pos(i) - 1].isspace()]
+    cuttable.append(n)
+    words.append(n)
+    chunks: list[str] = []
+    start = 0
+    while start < n:
+        end = min(start + budget, n)
+        k = bisect.bisect_right(words, end) - 1
+        if k < 0 or words[k] <= start:  # one word longer than the budget: cut inside it
+            k2 = bisect.bisect_right(cuttable, end) - 1
+            end = cuttable[k2] if k2 >= 0 and cuttable[k2] > start else end
+        else:
+            end = words[k]
+        piece = text[pos(start) : pos(end)].strip()
+        while piece and count_tokens(piece) > max_tokens:  # an edge tokenized otherwise
+            k2 = bisect.bisect_left(cuttable, end) - 1
+            if k2 < 0 or cuttable[k2] <= start:
+                raise ConfigurationError(
+                    f"max_tokens={max_tokens} is too small: a single token costs more")
+            end = cuttable[k2]
+            piece = text[pos(start) : pos(end)].strip()
+        if piece:
+            chunks.append(piece)
+        if end >= n:
+            break
+        following = end
+        if overlap_tokens:  # the last whole words of at most overlap_tokens tokens
+            k = bisect.bisect_left(words, end - overlap_tokens)
+            if k < len(words) and start < words[k] < end:
+                following = words[k]
+        start = following
+    return chunks

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -233,48 +233,6 @@ def prepare_record(position: int, record: object, where: str | None = None) -> R
     )
 
 
-def batches(
-    records: Iterable[object],
-    batch_size: int,
-    report: IngestReport,
-    on_error: OnError = "skip",
-) -> Iterator[list[Record]]:
-    """Validate a stream lazily and yield batches of at most ``batch_size`` records.
-
-    Memory stays at one batch whatever the stream's length. Bad records are
-    appended to ``report.bad`` (``on_error="skip"``) or raised
-    (``"raise"``). Within a batch a repeated id keeps its last record.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigurationError(f"batch_size must be a positive integer, not {batch_size!r}")
-    if on_error not in ("skip", "raise"):
-        raise ConfigurationError(f"on_error must be 'skip' or 'raise', not {on_error!r}")
-    if isinstance(records, (str, bytes, Mapping)):
-        raise InvalidInputTypeError(
-            "records must be an iterable of records; wrap a single record in a list"
-        )
-    batch: dict[str, Record] = {}
-    for position, raw in enumerate(records):
-        report.seen += 1
-        try:
-            rec = prepare_record(position, raw)
-        except (InvalidInputError, InvalidInputTypeError) as exc:
-            if on_error == "raise":
-                raise
-            rid = raw.get("id") if isinstance(raw, Mapping) else None
-            report.bad.append(BadRecord(position, str(exc), rid))
-            continue
-        if rec.id in batch:
-            report.duplicates += 1
-            del batch[rec.id]  # re-insert: order follows the last occurrence
-        batch[rec.id] = rec
-        if len(batch) >= batch_size:
-            yield list(batch.values())
-            batch = {}
-    if batch:
-        yield list(batch.values())
-
-
 class Progress:
     """A tqdm bar over records (``enabled``), or nothing; tqdm is imported only when asked."""
 
@@ -317,57 +275,3 @@ def total_of(records: Iterable[object]) -> int | None:
 
 
 BatchCallback = Callable[[IngestReport], None]
-
-
-def run_ingest(
-    records: Iterable[object],
-    *,
-    embed: Callable[[list[str]], Any],
-    lookup: Callable[[list[Record]], Mapping[str, tuple[object, object]]],
-    labels: Callable[[Record], object],
-    write: Callable[[list[Record], Any], None],
-    relabel: Callable[[list[Record]], None],
-    batch_size: int = 64,
-    on_error: OnError = "skip",
-    progress: bool = False,
-    on_batch: BatchCallback | None = None,
-) -> IngestReport:
-    """The ingestion loop every store shares; the store supplies four small callables.
-
-    ``lookup(batch)``: for the records already stored, ``{id: (content hash,
-    labels)}`` as stored. ``labels(record)``: the labels (metadata...) the
-    record should have, in the store's own form. ``embed(texts)``: document
-    vectors. ``write(records, vectors)``: upsert whole points.
-    ``relabel(records)``: rewrite labels only (same text, same vector).
-    Per batch: unchanged records are skipped, new or edited text is
-    embedded and written, label-only edits are rewritten without embedding.
-    A crash loses at most the batch in flight; a re-run finishes the rest.
-    """
-    report = IngestReport()
-    bar = Progress(progress, total_of(records))
-    try:
-        for batch in batches(records, batch_size, report, on_error):
-            stored = lookup(batch)
-            todo, changed = [], []
-            for rec in batch:
-                prev = stored.get(rec.id)
-                if prev is None or prev[0] != rec.hash:
-                    todo.append(rec)
-                elif prev[1] != labels(rec):
-                    changed.append(rec)
-                else:
-                    report.skipped += 1
-            if todo:
-                vectors = embed([r.text for r in todo])
-                report.embedded += len(todo)
-                write(todo, vectors)
-            if changed:
-                relabel(changed)
-            report.written += len(todo) + len(changed)
-            report.updated += len(changed) + sum(r.id in stored for r in todo)
-            bar.update(report)
-            if on_batch is not None:
-                on_batch(report)
-    finally:
-        bar.close(report)
-    return report

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._chunking import chunk_text
+from ._chunking import chunk_by_tokens, chunk_text
 from ._errors import ConfigurationError, InvalidInputError, InvalidInputTypeError
 from ._inputs import check_text
 from ._records import OnError, Record, content_hash, point_id, prepare_record
@@ -33,30 +33,53 @@ from ._sync import Source, source_hash
 TEXT_SUFFIXES = (".txt", ".md")
 
 
+# Bumped when the cutting rule changes, so sources chunked by an older rule are redone.
+CHUNK_RULE = 2
+
+
 @dataclass(frozen=True)
 class Chunker:
     """How texts are cut: at most ``chunk_tokens`` tokens a chunk (as the model counts
     them, EOS and document instruction included), ``overlap_tokens`` repeated from the
-    previous chunk. ``chunk_tokens=None``: texts are not cut."""
+    previous chunk. ``chunk_tokens=None``: texts are not cut.
+
+    Build it with :meth:`of` an embedder: with a local model the text is
+    tokenized once and cut on its token offsets (each chunk checked once);
+    otherwise (a server) the cuts are found by counting tokens (``chunk_text``).
+    """
 
     count_tokens: Callable[[str], int] | None = None
     chunk_tokens: int | None = None
     overlap_tokens: int = 0
+    starts: Callable[[str], list[int | None] | None] | None = None
+    overhead: int = 1
 
     def __post_init__(self) -> None:
         if self.chunk_tokens is not None:
             chunk_text("", len, self.chunk_tokens, self.overlap_tokens)  # checks the sizes
 
+    @classmethod
+    def of(cls, embedder: Any, chunk_tokens: int | None, overlap_tokens: int = 0) -> Chunker:
+        """The chunker for ``embedder``'s tokens (its own offsets when it has them)."""
+        from ._tokens import offsets_of
+
+        starts, overhead = offsets_of(embedder)
+        return cls(embedder.count_tokens, chunk_tokens, overlap_tokens, starts, overhead)
+
     @property
     def params(self) -> list[Any]:
         """What a source hash must include: other sizes make other chunks."""
-        return [self.chunk_tokens, self.overlap_tokens if self.chunk_tokens else 0]
+        return [self.chunk_tokens, self.overlap_tokens if self.chunk_tokens else 0, CHUNK_RULE]
 
     def cut(self, text: str) -> list[str]:
         """The chunks of a validated text (the text itself when not cutting)."""
         if self.chunk_tokens is None:
             return [text]
         assert self.count_tokens is not None
+        starts = self.starts(text) if self.starts is not None else None
+        if starts is not None:
+            return chunk_by_tokens(text, starts, self.count_tokens, self.chunk_tokens,
+                                   self.overlap_tokens, self.overhead)
         return chunk_text(text, self.count_tokens, self.chunk_tokens, self.overlap_tokens)
 
 

@@ -8,9 +8,8 @@ own) needs four things from the core, all here:
   through :meth:`EmbedderSpec.from_options` — the one rule for ``model``,
   ``backend``, ``base_url`` and backend options — so every adapter reads them
   identically and refuses conflicts in the same words.
-* **Records and ingestion.** :class:`Record`, :func:`prepare_record`,
-  :func:`run_ingest`: the ids, hashes, batching, resume and bad-record rules
-  every store shares.
+* **Records.** :class:`Record`, :func:`prepare_record`: the ids, hashes and
+  bad-record rules every store shares.
 * **Collection records.** :func:`embedder_record`, :func:`spec_record`,
   :func:`check_record`: the facts that make vectors comparable, and the
   refusal to mix them.
@@ -48,7 +47,6 @@ from ._records import (
     OnError,
     Record,
     prepare_record,
-    run_ingest,
     total_of,
 )
 from ._reranker import Qwen3Reranker
@@ -112,7 +110,6 @@ __all__ = [
     "rerank_candidates",
     "rerank_hits",
     "reranker_from_fields",
-    "run_ingest",
     "search_in",
     "source_hash",
     "spec_from_fields",

@@ -120,7 +120,8 @@ that does not fit: ``ConfigurationError``).
 ``close() -> None``
     Release the store (connections, an embedded store's file lock). Idempotent.
 
-Sync (see :func:`qwen3_embed_core.stores.sync`): a source's new chunks are
+Sync (``qwen3_embed_core.adapters.sync``, the engine every surface runs on
+these methods): a source's new chunks are
 written first, then its stale ones deleted, then its head's
 ``source_synced`` set; a later run skips a source whose head says it is
 synced with the same hash, without chunking or embedding it.

@@ -17,8 +17,8 @@ from qwen3_embed_core import (
     point_id,
 )
 from qwen3_embed_core._options import model_id
-from qwen3_embed_core._records import IngestReport, batches
-from qwen3_embed_core.adapters import check_record, prepare_record, spec_record
+from qwen3_embed_core._records import IngestReport
+from qwen3_embed_core.adapters import check_record, prepare_record, record_sources, spec_record
 
 from .texts import MIXED, long_text
 
@@ -114,42 +114,44 @@ def test_bad_records_name_their_position(record, error, pattern):
     assert info.value.index == 4
 
 
-def test_batches_stream_lazily_and_report_bad_records():
+def test_sources_stream_lazily_and_report_bad_records():
     consumed = itertools.count()
 
     def stream():
         for i in range(10):
             next(consumed)
-            yield "" if i == 3 else {"id": i % 8, "text": f"t{i}"}
+            yield "" if i == 3 else {"id": i, "text": f"t{i}", "source": f"s{i // 4}"}
 
     report = IngestReport()
-    it = batches(stream(), 4, report)
+    it = record_sources(stream(), report)
     first = next(it)
-    assert [r.record_id for r in first] == [0, 1, 2, 4]
-    assert next(consumed) == 5  # read 5 records (one bad), no more
+    assert first.id == "s0" and [r.record_id for r in first.chunks()] == [0, 1, 2]
+    assert next(consumed) == 5  # read until the next source began, no further
     rest = list(it)
-    assert [r.record_id for r in rest[0]] == [5, 6, 7, 0] and [r.text for r in rest[0]][3] == "t8"
-    assert [r.record_id for r in rest[1]] == [1]
+    assert [s.id for s in rest] == ["s1", "s2"]
+    assert [r.record_id for r in rest[0].chunks()] == [4, 5, 6, 7]
     assert report.seen == 10 and [b.position for b in report.bad] == [3]
     assert "record 3: the text is empty" in str(report.bad[0])
     with pytest.raises(InvalidInputError) as info:
-        list(batches(stream(), 4, IngestReport(), on_error="raise"))
+        list(record_sources(stream(), IngestReport(), on_error="raise"))
     assert info.value.index == 3
 
 
-def test_duplicate_ids_in_a_batch_keep_the_last():
-    report = IngestReport()
-    (batch,) = batches([{"id": "a", "text": "old"}, {"id": "a", "text": "new"}], 10, report)
-    assert [r.text for r in batch] == ["new"] and report.duplicates == 1
+def test_a_record_without_source_is_its_own():
+    (src,) = record_sources([{"id": "a", "text": "one"}], IngestReport())
+    assert src.alone and src.head == src.id == point_id("a") and src.size == 1
+    same = next(record_sources([{"id": "a", "text": "one"}], IngestReport()))
+    edited = next(record_sources([{"id": "a", "text": "two"}], IngestReport()))
+    assert same.hash == src.hash != edited.hash
 
 
-def test_batches_reject_a_single_record_and_bad_options():
+def test_record_sources_reject_a_single_record_and_bad_options():
     with pytest.raises(InvalidInputTypeError, match="iterable of records"):
-        list(batches("just one text", 4, IngestReport()))
-    with pytest.raises(ConfigurationError, match="batch_size"):
-        list(batches([], 0, IngestReport()))
+        list(record_sources("just one text", IngestReport()))
+    with pytest.raises(InvalidInputTypeError, match="iterable of records"):
+        list(record_sources(None, IngestReport()))
     with pytest.raises(ConfigurationError, match="on_error"):
-        list(batches([], 4, IngestReport(), on_error="ignore"))
+        list(record_sources([], IngestReport(), on_error="ignore"))
 
 
 def test_model_ids_name_the_same_weights_alike():
@@ -195,3 +197,35 @@ def test_spec_records_compare_model_size_and_instructions():
     ]:
         with pytest.raises(ConfigurationError, match=f"collection 'c' was made with {word}"):
             check_record(a, spec_record(other), "collection 'c'")
+
+
+def test_chunking_tokenizes_once_and_cuts_on_token_offsets(tiny_model):
+    """The local model's offsets: one check per chunk, not a search of counts."""
+    from qwen3_embed_core import Qwen3Embedder, chunk_text
+    from qwen3_embed_core.adapters import Chunker
+
+    from .texts import long_text
+
+    text = long_text(300, seed=4) + "\n\nunicodé 日本語 😀 text, and a verylongwordwithoutspaces" * 3
+    with Qwen3Embedder.local(tiny_model, n_threads=1) as emb:
+        calls = []
+
+        def count(t):
+            calls.append(t)
+            return emb.count_tokens(t)
+
+        fast = Chunker.of(emb, 16, 4)
+        assert fast.starts is not None and fast.overhead == 1  # EOS
+        chunks = Chunker(count, 16, 4, fast.starts, fast.overhead).cut(text)
+        assert all(emb.count_tokens(c) <= 16 for c in chunks)
+        assert len(calls) <= 1.2 * len(chunks)  # one check a chunk, a few re-cuts
+        # Nothing is lost: every word of the text is in some chunk, in order.
+        words = text.split()
+        joined = " ".join(chunks).split()
+        it = iter(joined)
+        assert all(any(w == x or w in x for x in it) for w in words[:200])
+        # Most chunks are full: cutting on offsets wastes little of the budget.
+        assert sum(emb.count_tokens(c) for c in chunks) / len(chunks) >= 12
+        calls.clear()
+        chunk_text(text, count, 16, 4)  # the counting rule, for servers
+        assert len(calls) > 5 * len(chunks)

@@ -21,7 +21,7 @@ from qwen3_embed_core.stores import (
     vector_record,
 )
 
-from .stores import local_embedder
+from .stores import STORE_URIS, local_embedder
 
 TEXTS = [f"chunk {i} of the protocol test, about topic {i % 3}" for i in range(12)]
 
@@ -117,10 +117,10 @@ def test_collection_protocol(store_uri, emb, reference):
         again.close()
 
 
-def test_an_embedded_store_that_does_not_exist_is_not_created(tmp_path, store_uri):
-    uri = parse_uri(store_uri)
-    if not uri.embedded:
-        pytest.skip("a server store always exists")
+@pytest.mark.parametrize("kind", [k for k in STORE_URIS if "server" not in k])
+def test_an_embedded_store_that_does_not_exist_is_not_created(tmp_path, kind, store_servers):
+    uri = parse_uri(STORE_URIS[kind](tmp_path, store_servers))
+    assert uri.embedded
     with pytest.raises(ConfigurationError, match=f"no {uri.kind} store at"):
         open_collection(uri)
     assert not uri.path.exists()

@@ -44,7 +44,7 @@ def cli(capsys, *argv):
 
 def expected(emb, root, namespace=None):
     """{source id: chunk texts} of every text file under ``root``, by the CLI's rule."""
-    chunker = Chunker(emb.count_tokens, CHUNK, OVERLAP)
+    chunker = Chunker.of(emb, CHUNK, OVERLAP)
     ns = namespace or root.name
     out = {}
     for path in sorted(root.rglob("*")):
@@ -204,3 +204,54 @@ def test_bad_records_are_reported_per_store(emb, store_uri):
                                    {"text": "c", "source": "s"}], on_error="raise")
     finally:
         col.close()
+
+
+@pytest.mark.parametrize("kind", ["qdrant", "chroma"])
+def test_collections_of_earlier_versions_open_and_upgrade(capsys, tmp_path, tiny_model, emb,
+                                                          kind):
+    """A collection as 0.2 wrote it: no source fields, a record without the spec."""
+    from qwen3_embed_core import content_hash, point_id
+    from qwen3_embed_core.adapters import embedder_record
+
+    texts = ["Paris is the capital of France.", "Cells make energy."]
+    ids = [point_id(f"r{i}") for i in range(2)]
+    vectors = emb.embed_documents(texts)
+    if kind == "qdrant":
+        from qdrant_client import QdrantClient, models
+
+        client = QdrantClient(path=str(tmp_path / "db"))
+        client.create_collection("docs", vectors_config=models.VectorParams(
+            size=64, distance=models.Distance.COSINE),
+            metadata={"qwen3_embed": embedder_record(emb)})
+        client.upsert("docs", [models.PointStruct(id=i, vector=v.tolist(), payload={
+            "text": t, "metadata": {"n": k}, "record_id": f"r{k}", "content_hash": content_hash(t)})
+            for k, (i, t, v) in enumerate(zip(ids, texts, vectors, strict=True))])
+        client.close()
+    else:
+        import chromadb
+        from chromadb.config import Settings
+
+        from qwen3_embed_chroma import Qwen3EmbeddingFunction
+
+        client = chromadb.PersistentClient(str(tmp_path / "db"),
+                                           settings=Settings(anonymized_telemetry=False))
+        col = client.create_collection("docs", embedding_function=Qwen3EmbeddingFunction(
+            model_path=str(tiny_model)))
+        col.add(ids=ids, embeddings=vectors, documents=texts, metadatas=[
+            {"n": k, "record_id": f"r{k}", "content_hash": content_hash(t)}
+            for k, t in enumerate(texts)])
+        del client
+    uri = f"{kind}:{tmp_path}/db/docs"
+    col = open_collection(uri, create=True)
+    try:
+        records = [{"id": f"r{k}", "text": t, "metadata": {"n": k}} for k, t in enumerate(texts)]
+        report = ingest_into(col, emb, records, cleanup="incremental")
+        # Recognised by id and hash: relabelled with their source fields, not re-embedded.
+        assert (report.embedded, report.written, report.deleted) == (0, 2, 0)
+        assert "embedder" in col.profile()  # the record now says how to rebuild the model
+        again = ingest_into(col, emb, records, cleanup="incremental")
+        assert (again.embedded, again.written, again.unchanged_sources) == (0, 0, 2)
+    finally:
+        col.close()
+    out = cli(capsys, "search", "capital of France", "--in", uri, "--limit", "1")
+    assert out.startswith(" 1. ") and ("  r0\n" in out or "  r1\n" in out)  # no --model needed

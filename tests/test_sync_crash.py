@@ -69,7 +69,7 @@ def _edit(root, rng, full):
 
 
 def _expected(emb, root):
-    chunker = Chunker(emb.count_tokens, CHUNK, OVERLAP)
+    chunker = Chunker.of(emb, CHUNK, OVERLAP)
     return {f"{root.name}/{p.name}": chunker.cut(check_text(p.read_text(encoding="utf-8")))
             for p in sorted(root.iterdir())}
 

@@ -243,7 +243,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                 target = col if stored is not None else None
             elif col is not None:
                 col.ensure(profile)
-            chunker = Chunker(emb.count_tokens, args.chunk_tokens, args.overlap_tokens)
+            chunker = Chunker.of(emb, args.chunk_tokens, args.overlap_tokens)
             sources = file_sources(args.paths, chunker, inputs, namespace=args.namespace,
                                    on_error=args.on_error)
             report = sync(target, sources, embed=emb.embed_documents, cleanup=cleanup,

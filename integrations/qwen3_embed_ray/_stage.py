@@ -140,7 +140,7 @@ class Qwen3EmbedBatches:
                 build = EmbedderSpec.from_config(
                     {**build.to_config(), "options": {**build.options, "n_threads": cpus}})
         self.embedder: Qwen3Embedder = build.build()
-        self.chunker = Chunker(self.embedder.count_tokens, chunk_tokens, overlap_tokens)
+        self.chunker = Chunker.of(self.embedder, chunk_tokens, overlap_tokens)
         record = embedder_record(self.embedder)  # a server is asked once for its size
         self.dimensions: int = record["dimensions"]
         self._facts = json.dumps({"embedder": self.spec.to_config(), "record": record,
