@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000, help="points per write")
     parser.add_argument("--queries", type=int, default=20, help="queries timed (median)")
     parser.add_argument("--no-chunks", action="store_true", help="skip part 2")
+    parser.add_argument("--no-raw", action="store_true", help="skip part 1")
     parser.add_argument("--scratch", help="folder for the stores (default: a temp folder)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -434,7 +435,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} CPUs, {available_mib() / 1024:.0f} GiB available; " + versions())
     scratch = tempfile.mkdtemp(prefix="qwen3-stores-", dir=args.scratch)
     try:
-        _, ok = raw_table(args, scratch)
+        ok = True
+        if not args.no_raw:
+            ok &= raw_table(args, scratch)[1]
         if not args.no_chunks:
             ok &= chunk_ingest(args, scratch)
     finally:
