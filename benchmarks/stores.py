@@ -15,7 +15,7 @@ Part 1, raw points: ``--points`` random unit vectors of ``--dim`` dimensions
 - reopen: a new process opens the store on disk (until the first query can run);
 - query: the first top-10 query after reopening, then (after 100 warm-up
   queries) the median wall time of ``--queries`` more, each a stored vector
-  plus noise, whose own point must be in the top 10 for 90% of them (a store
+  plus noise, whose own point must be in the top 10 for 80% of them (a store
   that answers fast but wrong fails the run);
 - peak RSS: the process's peak resident memory (``ru_maxrss``), writing
   (the index build included) and reopening + querying;
@@ -74,7 +74,7 @@ TARGET_RSS_MIB = 2048
 MEMORY_SHARE = 0.8  # of MemAvailable a size may be estimated to need
 # Share of queries whose own point must be in their top 10: the HNSW stores are
 # approximate, and random 1024-dimensional points are their hardest case (no clusters).
-MIN_FOUND = 0.9
+MIN_FOUND = 0.8
 WARM_UP = 100  # queries run after the first and before the timed ones
 
 
@@ -344,11 +344,14 @@ def chunk_ingest(args: argparse.Namespace, scratch: str) -> bool:
     print(f"\nreal chunks: qwen3-embed ingest README.md docs/ --into KIND:PATH/NAME, tiny model "
           f"{Path(model).name}, then the same again (unchanged: nothing embedded), then a search:")
     schemes = {"qdrant-local": "qdrant", "chroma": "chroma", "qdrant-edge": "qdrant-edge"}
+    corpus = Path(scratch) / "corpus"  # a copy: every store ingests the same text
+    shutil.copytree(HERE.parent / "docs", corpus / "docs")
+    shutil.copy(HERE.parent / "README.md", corpus / "README.md")
     rows = {}
     for store in [s for s in args.stores.split(",") if s]:
         folder = tempfile.mkdtemp(prefix=f"chunks-{store}-", dir=scratch)
         try:
-            rows[store] = _child(["chunks", schemes[store], folder, model])
+            rows[store] = _child(["chunks", schemes[store], folder, model, str(corpus)])
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     counts = {row["points"] for row in rows.values()}
@@ -364,13 +367,13 @@ def chunk_ingest(args: argparse.Namespace, scratch: str) -> bool:
     return ok
 
 
-def chunks(scheme: str, folder: str, model: str) -> dict:
+def chunks(scheme: str, folder: str, model: str, corpus: str) -> dict:
     """In a fresh process: the CLI on the repository's docs, timed, and the store counted."""
     from qwen3_embed_core.stores import open_collection
 
     cli = [sys.executable, "-m", "qwen3_embed_cli"]
     uri = f"{scheme}:{folder}/{NAME}"
-    files = [str(HERE.parent / "README.md"), str(HERE.parent / "docs")]
+    files = [str(Path(corpus) / "README.md"), str(Path(corpus) / "docs")]
 
     def run(*argv: str) -> tuple[float, str]:
         t0 = time.perf_counter()
@@ -425,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         elif what == "read":
             out = read(store, folder, *(int(x) for x in rest))
         else:
-            out = chunks(store, folder, rest[0])
+            out = chunks(store, folder, *rest)
         print(json.dumps(out))
         return 0
     unknown = set(args.stores.split(",")) - set(STORES) - {""}
