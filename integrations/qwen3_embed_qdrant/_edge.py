@@ -134,8 +134,12 @@ class EdgeCollection:
                     + (f": {other}" if other else ""))
         if is_edge_shard(col.directory):
             col._take_lock()
-            with _engine_errors(col.directory):
-                col._shard = col._qe.EdgeShard.load(str(col.directory))
+            try:
+                with _engine_errors(col.directory):
+                    col._shard = col._qe.EdgeShard.load(str(col.directory))
+            except BaseException:
+                col.close()  # the lock with it
+                raise
         elif other := _other_format(col.directory):  # never a shard inside another store
             raise ConfigurationError(f"no Qdrant Edge shard at {col.directory}: {other}")
         return col
