@@ -17,6 +17,11 @@ rebuilds the embedder in Qdrant's collection metadata
 a collection made with another model or size is refused instead of silently
 compared. :class:`QdrantCollection` is this store in the core's store layer
 (``qwen3_embed_core.stores``), which the command line and Ray use too.
+
+:class:`EdgeCollection` is Qdrant Edge (``qdrant-edge-py``, the Qdrant engine
+in-process) in the same layer, for ``qdrant-edge:PATH/NAME`` URIs; and
+:func:`copy_points` moves a collection between Qdrant Edge, the embedded
+store and a server with its vectors (nothing re-embedded).
 """
 
 from __future__ import annotations
