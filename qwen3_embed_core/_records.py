@@ -135,7 +135,7 @@ class IngestReport:
         text += f"; {self.deleted} deleted"
         if self.deleted_sources:
             text += f" ({self.deleted_sources} sources removed)"
-        return f"dry run, nothing written: {text}" if self.dry_run else text
+        return f"dry run, nothing written or deleted: {text}" if self.dry_run else text
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,14 @@ def test_folder_edits_deletes_renames_and_prune(capsys, tmp_path, tiny_model, em
     assert tally(store_uri, now).exact
 
 
+def test_a_dry_run_into_a_new_store_creates_nothing(capsys, tmp_path, tiny_model, monkeypatch):
+    root = _folder(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    out = _ingest(capsys, tiny_model, "qdrant:./db/docs", root, extra=["--dry-run"])
+    assert out.startswith("would ingest into") and "dry run, nothing written or deleted" in out
+    assert not (tmp_path / "db").exists()
+
+
 def test_same_folder_from_two_working_directories(capsys, tmp_path, tiny_model, emb,
                                                   store_uri, monkeypatch):
     root = _folder(tmp_path)

@@ -253,7 +253,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     finally:
         if col is not None:
             col.close()
-    return _report(f"ingested into {uri} with {model}", report, inputs.problems)
+    verb = "would ingest into" if args.dry_run else "ingested into"
+    return _report(f"{verb} {uri} with {model}", report, inputs.problems)
 
 
 def _report(done: str, report: IngestReport, problems: list[str]) -> int:
