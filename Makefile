@@ -62,7 +62,7 @@ bench-quick: $(BENCH_STAMP) llama-server
 	$(BIN)/python benchmarks/throughput.py --quick || status=1; \
 	$(BIN)/python benchmarks/rerank.py --docs 12 --parallel 1 || status=1; \
 	$(BIN)/python benchmarks/ray_ingest.py --records 160 || status=1; \
-	$(BIN)/python benchmarks/stores.py --points 100000 --stores chroma,qdrant-edge || status=1; \
+	$(BIN)/python benchmarks/stores.py --points 20000 --stores chroma,qdrant-edge || status=1; \
 	exit $$status
 
 clean:
