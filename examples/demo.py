@@ -3,7 +3,8 @@
     python examples/demo.py [--model PATH_OR_VARIANT] [--rerank-model PATH]
                             [--docs FOLDER] [--store FOLDER]
 
-The store is an embedded Qdrant database on disk (a temporary folder unless
+The store is Qdrant Edge, the Qdrant engine running in this process, on disk
+(Chroma when qdrant-edge-py is not installed; a temporary folder unless
 ``--store`` names one; run it twice on the same folder and nothing is
 embedded again). Each query is answered in two stages: the embedder finds
 the nearest documents by cosine, then the reranker scores the nearest
@@ -24,8 +25,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from qdrant_client import QdrantClient
-
 from qwen3_embed_core import (
     VARIANTS,
     ModelNotFoundError,
@@ -33,7 +32,8 @@ from qwen3_embed_core import (
     Qwen3Reranker,
     resolve_model,
 )
-from qwen3_embed_qdrant import ingest, search
+from qwen3_embed_core.adapters import ingest_into, search_in
+from qwen3_embed_core.stores import open_collection
 
 HERE = Path(__file__).resolve().parent
 QUERIES = [
@@ -60,6 +60,15 @@ def find_model(requested: str | None) -> tuple[str, bool]:
     return str(cached_tiny_model()), False
 
 
+def store_kind() -> tuple[str, str]:
+    """The embedded store to use: Qdrant Edge (the real engine) if installed, else Chroma."""
+    try:
+        import qdrant_edge  # noqa: F401 - only asking whether it is there
+    except ImportError:
+        return "chroma", "Chroma"
+    return "qdrant-edge", "Qdrant Edge"
+
+
 def find_reranker(requested: str | None, folder: Path) -> tuple[str, bool]:
     """A reranker GGUF path and whether it is a real Qwen3-Reranker (else the tiny one,
     built into ``folder``)."""
@@ -76,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="GGUF path, variant name (0.6B-Q8_0) or Model Runner tag")
     parser.add_argument("--rerank-model", help="Qwen3-Reranker GGUF path")
     parser.add_argument("--docs", type=Path, default=HERE / "docs", help="folder of .md/.txt files")
-    parser.add_argument("--store", type=Path, help="Qdrant folder to keep (default: temporary)")
+    parser.add_argument("--store", type=Path, help="store folder to keep (default: temporary)")
     args = parser.parse_args(argv)
 
     path, real = find_model(args.model)
@@ -101,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
             print("reranker: no Qwen3-Reranker GGUF given; using the tiny test reranker, whose")
             print("          weights are random too. Pass --rerank-model "
                   "/path/to/Qwen3-Reranker-0.6B-Q8_0.gguf.")
-        store = args.store or Path(tmp) / "qdrant"
-        client = QdrantClient(path=str(store))  # embedded Qdrant: no server
+        kind, label = store_kind()
+        store = args.store or Path(tmp) / kind
+        col = open_collection(f"{kind}:{store}/demo", create=True)  # embedded: no server
         try:
             with Qwen3Reranker.local(rerank_path) as rr:
-                report = ingest(client, "demo", emb, records)
-                print(f"embedded {report.embedded} documents from {args.docs} into Qdrant at "
+                report = ingest_into(col, emb, records)
+                print(f"embedded {report.embedded} documents from {args.docs} into {label} at "
                       f"{store} ({emb.dimensions} dimensions; {report.skipped} already there)")
                 print(f"stage 1: the embedder ({emb.model_name}) finds the nearest documents "
                       "by cosine")
@@ -115,18 +125,17 @@ def main(argv: list[str] | None = None) -> int:
                 for query in QUERIES:
                     print(f"Q: {query}")
                     print("   nearest by cosine (embedder):")
-                    for rank, hit in enumerate(search(client, "demo", emb, query, limit=SHOWN),
-                                               start=1):
+                    for rank, hit in enumerate(search_in(col, emb, query, limit=SHOWN), start=1):
                         print(f"   {rank}. {hit.score:.3f}  {hit.metadata['source']}")
                     print(f"   most relevant of the {CANDIDATES} nearest (reranker):")
-                    reranked = search(client, "demo", emb, query, limit=SHOWN, rerank=rr,
-                                      candidates=CANDIDATES)
+                    reranked = search_in(col, emb, query, limit=SHOWN, rerank=rr,
+                                         candidates=CANDIDATES)
                     for rank, hit in enumerate(reranked, start=1):
                         print(f"   {rank}) {hit.score:.4f}  {hit.metadata['source']}  "
                               f"(cosine {hit.vector_score:.3f})")
                     print()
         finally:
-            client.close()
+            col.close()
     return 0
 
 

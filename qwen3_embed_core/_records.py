@@ -256,6 +256,11 @@ class Progress:
                 refresh=False,
             )
 
+    def note(self, text: str | None) -> None:
+        """Show what runs after the last record (``text``, e.g. an index build) on the bar."""
+        if self._bar is not None and text:
+            self._bar.set_description_str(f"{self._bar.desc}: {text}", refresh=True)
+
     def close(self, report: IngestReport) -> None:
         """Count the records read after the last batch (bad ones), then close the bar."""
         if self._bar is not None:

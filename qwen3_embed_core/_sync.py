@@ -214,6 +214,7 @@ def sync(
         if cleanup == "full" and collection is not None:
             run.prune(scopes, seen)
         if run.changed_store and not dry_run and collection is not None:
+            bar.note(getattr(collection, "finishing", None))  # e.g. Qdrant Edge's optimize()
             collection.finish()
     finally:
         bar.close(report)

@@ -115,7 +115,8 @@ that does not fit: ``ConfigurationError``).
 ``finish() -> None``
     Called once at the end of every ingestion that wrote or deleted
     something, after its last write and delete (an index build, a flush...).
-    May do nothing.
+    May do nothing. A class whose ``finish`` takes long says what it does in a
+    ``finishing`` class attribute (str), which the progress bar shows meanwhile.
 ``close() -> None``
     Release the store (connections, an embedded store's file lock). Idempotent.
 
@@ -138,6 +139,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ._errors import ConfigurationError, missing_dependency
+from ._version import pip_install
 from ._records import Hit
 from ._spec import check_record, vector_record
 
@@ -368,7 +370,7 @@ def register_store(kind: str, target: str, *, package: str, extra: str, server: 
         kind: the URI scheme (``"qdrant"``).
         target: the collection class, as ``"package.module:ClassName"``.
         package: the distribution it needs (named in the error when missing).
-        extra: qwen3-embed's extra that installs it (``pip install 'qwen3-embed[extra]'``).
+        extra: the distribution's extra that installs it (``pip install 'qwen3-embedding-kit[extra]'``).
         server: whether ``kind+http(s)://HOST/COLLECTION`` URIs exist.
     """
     _REGISTRY[kind] = _Kind(target, package, extra, server)
@@ -379,7 +381,7 @@ register_store("qdrant", "qwen3_embed_qdrant:QdrantCollection", package="qdrant-
 register_store("chroma", "qwen3_embed_chroma:ChromaCollection", package="chromadb",
                extra="chroma", server=True)
 register_store("qdrant-edge", "qwen3_embed_qdrant:EdgeCollection", package="qdrant-edge-py",
-               extra="qdrant-edge", server=False)
+               extra="qdrant", server=False)
 
 
 def store_kinds() -> list[str]:
@@ -406,7 +408,7 @@ def collection_class(kind: str) -> Any:
     if cls is None:
         raise ConfigurationError(
             f"{kind}: URIs open {module_name}.{attribute}, which this installation of "
-            f"{module_name} lacks; install qwen3-embed[{entry.extra}] at this version"
+            f"{module_name} lacks; reinstall it at this version: {pip_install(entry.extra)}"
         )
     return cls
 

@@ -125,6 +125,7 @@ STORE_URIS: dict[str, Callable[[Path, StoreServers], str]] = {
     "qdrant": lambda tmp, servers: f"qdrant:{tmp}/qdrant/docs",
     "chroma": lambda tmp, servers: f"chroma:{tmp}/chroma/docs",
     "chroma-server": lambda tmp, servers: f"chroma+http://{servers.chroma()}/{_unique(tmp)}",
+    "qdrant-edge": lambda tmp, servers: f"qdrant-edge:{tmp}/edge/docs",
 }
 
 

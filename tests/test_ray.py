@@ -202,9 +202,10 @@ def test_ingest_dataset_chroma_server(cluster, tiny_model, core, chroma):
         ingest_dataset(ds, uri, model=str(tiny_model), dimensions=32)
 
 
-def test_sync_on_ray_keeps_sources_exact(cluster, tiny_model, tmp_path):
+@pytest.mark.parametrize("kind", ["qdrant", "qdrant-edge"])  # embedded: one writer actor
+def test_sync_on_ray_keeps_sources_exact(cluster, tiny_model, tmp_path, kind):
     """Sources on Ray: a shrunk source loses its old chunks, --prune drops a gone one."""
-    uri = f"qdrant:{tmp_path}/db/docs"
+    uri = f"{kind}:{tmp_path}/db/docs"
 
     def rows(spec):
         return [{"id": f"{s}-{i}", "text": f"{s} part {i} of {n}", "source": s}

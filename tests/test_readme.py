@@ -20,7 +20,7 @@ def snippet(heading: str) -> str:
     return re.search(r"```python\n(.*?)```", section, re.S)[1]
 
 
-@pytest.mark.parametrize("heading", ["LangChain", "LlamaIndex", "Chroma", "Qdrant"])
+@pytest.mark.parametrize("heading", ["LangChain", "LlamaIndex", "Chroma", "Qdrant Edge", "Qdrant —"])
 def test_integration_snippet_runs(heading, tiny_model, tmp_path):
     code = snippet(heading)
     assert FILE in code

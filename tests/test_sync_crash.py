@@ -1,8 +1,8 @@
 """SIGKILL an incremental and a full sync at random moments, re-run it: the collection is exact.
 
 The syncing process is a real child running ``qwen3-embed ingest`` on real files into
-a real store (embedded Qdrant, Chroma persistent). The corpus is ingested, then edited
-(chunk counts kept, shrunk and grown; files deleted and renamed for the full sync); the
+a real store (embedded Qdrant, Chroma persistent, Qdrant Edge). The corpus is ingested,
+then edited (chunk counts kept, shrunk and grown; files deleted and renamed for the full sync); the
 sync of the edit is killed at a random moment, the store reopened (a dead process's
 lock must not block it) and checked for duplicates, then the same command re-run. The
 collection must then hold exactly the current sources' chunks: 0 stale, 0 missing,
@@ -119,7 +119,7 @@ def _run(cmd):
 
 
 @pytest.mark.parametrize("full", [False, True], ids=["incremental", "full"])
-@pytest.mark.parametrize("kind", ["qdrant", "chroma"])
+@pytest.mark.parametrize("kind", ["qdrant", "chroma", "qdrant-edge"])
 def test_sigkill_at_random_moments_then_rerun_is_exact(tmp_path, tiny_model, emb, kind, full):
     rng = random.Random(17 + full)
     script = tmp_path / "child.py"

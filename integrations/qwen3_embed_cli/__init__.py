@@ -1,14 +1,15 @@
 """The ``qwen3-embed`` command line: embed texts, ingest folders into a store, search it, rerank.
 
     qwen3-embed embed "some text" --model-path Qwen3-Embedding-0.6B-Q8_0.gguf
-    qwen3-embed ingest docs/ --into qdrant:./db/docs --model-path model.gguf
-    qwen3-embed ingest docs/ --into qdrant:./db/docs --prune      # also drop deleted files
+    qwen3-embed ingest docs/ --into qdrant-edge:./db/docs --model-path model.gguf
+    qwen3-embed ingest docs/ --into qdrant-edge:./db/docs --prune      # also drop deleted files
     qwen3-embed ingest docs/ --into qdrant+http://host:6333/docs --model 0.6B-Q8_0 --ray
-    qwen3-embed search "what is X?" --in qdrant:./db/docs
-    qwen3-embed search "what is X?" --in qdrant:./db/docs --rerank reranker.gguf --candidates 50
+    qwen3-embed search "what is X?" --in qdrant-edge:./db/docs
+    qwen3-embed search "what is X?" --in qdrant-edge:./db/docs --rerank rr.gguf --candidates 50
     qwen3-embed rerank "what is X?" "first document" "second document" --model reranker.gguf
 
-Stores are named by URI (``qwen3_embed_core.stores``): ``chroma:PATH/COLLECTION``,
+Stores are named by URI (``qwen3_embed_core.stores``): ``qdrant-edge:PATH/COLLECTION``
+(Qdrant Edge, the engine in-process), ``chroma:PATH/COLLECTION``,
 ``qdrant:PATH/COLLECTION`` (embedded, on disk), ``qdrant+http://HOST:6333/COLLECTION``
 and ``chroma+http://HOST:8000/COLLECTION`` (servers). Chroma and Qdrant are
 imported only for the store you name. This module is argument parsing and

@@ -17,6 +17,11 @@ rebuilds the embedder in Qdrant's collection metadata
 a collection made with another model or size is refused instead of silently
 compared. :class:`QdrantCollection` is this store in the core's store layer
 (``qwen3_embed_core.stores``), which the command line and Ray use too.
+
+:class:`EdgeCollection` is Qdrant Edge (``qdrant-edge-py``, the Qdrant engine
+in-process) in the same layer, for ``qdrant-edge:PATH/NAME`` URIs; and
+:func:`copy_points` moves a collection between Qdrant Edge, the embedded
+store and a server with its vectors (nothing re-embedded).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from qwen3_embed_core.adapters import (
 from qwen3_embed_core.stores import PROFILE_KEY
 
 from ._collection import QdrantClient, QdrantCollection, models, store_errors, where_of
+from ._copy import copy_points
+from ._edge import EdgeCollection, EdgeError
 
 if TYPE_CHECKING:
     from qwen3_embed_core import Qwen3Reranker
@@ -47,6 +54,7 @@ __all__ = [
     "METADATA_KEY", "QdrantCollection", "check_collection", "collection_record",
     "ensure_collection", "ingest", "search", "store_errors",
 ]
+__all__ += ["EdgeCollection", "EdgeError", "copy_points"]  # qdrant-edge: URIs (Qdrant Edge)
 
 # Collection-metadata key of the profile (kept for earlier imports).
 METADATA_KEY = PROFILE_KEY

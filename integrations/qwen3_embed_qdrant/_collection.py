@@ -30,6 +30,8 @@ from qwen3_embed_core.stores import (
     check_profile,
 )
 
+from ._edge import is_edge_shard
+
 try:
     from qdrant_client import QdrantClient, models
     from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -101,6 +103,11 @@ class QdrantCollection:
     def open(cls, uri: StoreURI, *, create: bool) -> QdrantCollection:
         """Connect to the store of ``uri`` (``create=False``: its folder must exist)."""
         if uri.path is not None:
+            if is_edge_shard(uri.path / uri.collection):  # qdrant-client would start afresh
+                raise ConfigurationError(
+                    f"{uri.path / uri.collection} is a Qdrant Edge shard, which qdrant-client "
+                    f"cannot read: open it as qdrant-edge:{uri.path}/{uri.collection} (or copy "
+                    "it with qwen3_embed_qdrant.copy_points())")
             if not create and not uri.path.is_dir():
                 raise ConfigurationError(f"no qdrant store at {uri.path} (ingest into it first)")
             try:
