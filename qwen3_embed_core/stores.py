@@ -139,9 +139,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ._errors import ConfigurationError, missing_dependency
-from ._version import pip_install
 from ._records import Hit
 from ._spec import check_record, vector_record
+from ._version import pip_install
 
 __all__ = [
     "DEFAULT_SCOPE",
@@ -370,7 +370,7 @@ def register_store(kind: str, target: str, *, package: str, extra: str, server: 
         kind: the URI scheme (``"qdrant"``).
         target: the collection class, as ``"package.module:ClassName"``.
         package: the distribution it needs (named in the error when missing).
-        extra: the distribution's extra that installs it (``pip install 'qwen3-embedding-kit[extra]'``).
+        extra: the extra of this distribution that installs it.
         server: whether ``kind+http(s)://HOST/COLLECTION`` URIs exist.
     """
     _REGISTRY[kind] = _Kind(target, package, extra, server)
