@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError, InvalidInputError, InvalidInputTypeError
-from ._qwen3 import DEFAULT_TASK_NAME, QUERY_TEMPLATE, TASKS, UNICODE_NORMALIZATION, Task
+from ._qwen3 import DEFAULT_TASK_NAME, QUERY_TEMPLATE, TASKS, Task
+from ._tokenizer import qwen3_nfc
 
 TaskLike = str | Task
 
@@ -37,7 +37,7 @@ def _joined(prefix: str, text: str) -> str:
     # combining mark composes with the prefix's last character.
     if not prefix:
         return text
-    return unicodedata.normalize(UNICODE_NORMALIZATION, prefix + text)
+    return qwen3_nfc(prefix + text)
 
 
 def _instruction_text(name: str, text: str) -> str:
@@ -55,7 +55,7 @@ def _instruction_text(name: str, text: str) -> str:
             f"{name}= contains a lone surrogate {text[exc.start]!r} at character {exc.start}, "
             "which is not valid Unicode; fix the text"
         ) from None
-    return unicodedata.normalize(UNICODE_NORMALIZATION, text)
+    return qwen3_nfc(text)
 
 
 def task_prefix(description: str) -> str:
@@ -109,7 +109,8 @@ def _where(index: int | None) -> str:
 
 
 def check_text(text: object, index: int | None = None) -> str:
-    """Validate one text and return it NFC-normalised.
+    """Validate one text and return it NFC-normalised as Qwen3's tokenizer does
+    (:func:`qwen3_nfc`: the ``tokenizers`` library's tables, not ``unicodedata``'s).
 
     Raises :class:`InvalidInputTypeError` for non-strings and
     :class:`InvalidInputError` for empty, NUL-containing or non-encodable text.
@@ -142,7 +143,7 @@ def check_text(text: object, index: int | None = None) -> str:
             "which is not valid Unicode; fix the source or decode it with errors='replace'",
             index,
         ) from None
-    return unicodedata.normalize(UNICODE_NORMALIZATION, text)
+    return qwen3_nfc(text)
 
 
 def check_texts(texts: object) -> list[str]:

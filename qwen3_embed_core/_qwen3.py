@@ -23,7 +23,8 @@ EOS_TEXT = "<|endoftext|>"
 EOS_TOKEN_ID = 151643
 
 # Qwen3's Hugging Face tokenizer normalises text to NFC before BPE; llama.cpp
-# does not, so the core does it for every backend.
+# does not, so the core does it for every backend, with the tokenizers library's
+# own tables (_tokenizer.qwen3_nfc), which differ from Python's unicodedata.
 UNICODE_NORMALIZATION: Final = "NFC"
 
 # Matryoshka (MRL) training covers prefixes from 32 dimensions up.
