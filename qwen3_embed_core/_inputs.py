@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError, InvalidInputError, InvalidInputTypeError
-from ._qwen3 import DEFAULT_TASK_NAME, QUERY_TEMPLATE, TASKS, Task
+from ._qwen3 import DEFAULT_TASK_NAME, LLAMA_CPP_UNICODE_GAPS, QUERY_TEMPLATE, TASKS, Task
 from ._tokenizer import qwen3_nfc
 
 TaskLike = str | Task
@@ -161,3 +162,32 @@ def check_texts(texts: object) -> list[str]:
     if not items:
         raise InvalidInputError("nothing to embed: the list of texts is empty")
     return [check_text(t, i) for i, t in enumerate(items)]
+
+
+_LLAMA_CPP_GAP = re.compile(
+    "[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in LLAMA_CPP_UNICODE_GAPS) + "]"
+)
+
+
+def check_llama_cpp_unicode(texts: Sequence[str], what: str = "text at index {}",
+                            start: int = 0) -> None:
+    """Refuse a text that a llama.cpp server would tokenize otherwise than Qwen3's tokenizer.
+
+    llama.cpp's character tables predate Unicode 16 (see ``LLAMA_CPP_UNICODE_GAPS``),
+    so over HTTP a text holding one of those code points could get a wrong vector; the
+    local backends tokenize it right. ``what`` names input ``{}``; ``start`` is the
+    index of ``texts[0]``. Raises :class:`InvalidInputError` with that index.
+    """
+    for i, text in enumerate(texts, start):
+        found = _LLAMA_CPP_GAP.search(text)
+        if found:
+            index = None if "{}" not in what else i
+            raise InvalidInputError(
+                f"{what.format(i)} contains U+{ord(found[0]):04X} at character "
+                f"{found.start()}, a character new in Unicode 16 that llama.cpp servers "
+                "(Docker Model Runner, llama-server) classify with older tables and so "
+                "tokenize otherwise than Qwen3's tokenizer, which would give a wrong "
+                "vector. Embed it with the local backend (Qwen3Embedder.local / "
+                "Qwen3Reranker.local), which tokenizes it right, or drop that character",
+                index,
+            )
