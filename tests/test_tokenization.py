@@ -217,3 +217,69 @@ def test_nfc_disagreement_embeds_as_the_reference(tiny_model, reference):
     for vec, text in zip(got, [NFC_DISAGREEING_TEXT, "x" + NFC_DISAGREEING_TEXT], strict=True):
         assert float(vec @ reference.embed(text)) >= COS_MIN
     assert float(query @ expected_query) >= COS_MIN
+
+
+# -- llama.cpp servers: Unicode 16 ------------------------------------------------------
+
+
+def _gap(c: int) -> bool:
+    from qwen3_embed_core._qwen3 import LLAMA_CPP_UNICODE_GAPS
+
+    return any(lo <= c <= hi for lo, hi in LLAMA_CPP_UNICODE_GAPS)
+
+
+def _server_batch(root):
+    """llama-server's /tokenize over many texts in one request (the EOS id between them),
+    on the text as the HTTP backend sends it."""
+    import httpx
+
+    from qwen3_embed_core._tokenizer import qwen3_nfc
+
+    with httpx.Client(timeout=120) as client:
+        eos = client.post(root + "/tokenize", json={"content": "<|endoftext|>",
+                                                    "parse_special": True}).json()["tokens"][0]
+
+    def encode(texts):
+        content = []
+        for t in texts:
+            content += [qwen3_nfc(t), eos]
+        with httpx.Client(timeout=120) as client:
+            tokens = client.post(root + "/tokenize", json={
+                "content": content, "add_special": False, "parse_special": False,
+            }).json()["tokens"]
+        out = [[]]
+        for t in tokens:
+            out[-1].append(t) if t != eos else out.append([])
+        return out[:-1]
+
+    return encode
+
+
+@pytest.mark.server
+def test_llama_server_differs_only_on_the_declared_code_points(llama_server, reference):
+    """Through a real llama-server, every code point in the issue's context: those that
+    tokenize unlike Qwen3's tokenizer all lie in LLAMA_CPP_UNICODE_GAPS (and some do, on
+    this vocabulary, so the table is needed)."""
+    bad = _mismatches(_reference_batch(reference), _server_batch(llama_server.root),
+                      EVERY_CODE_POINT, ISSUE_CONTEXT)
+    assert bad and all(_gap(c) for c in bad), [f"U+{c:04X}" for c in bad if not _gap(c)]
+    assert 0x13FF3 in bad
+
+
+@pytest.mark.server
+def test_a_unicode_16_text_over_http_is_refused_by_index(llama_server, rerank_server):
+    from qwen3_embed_core import InvalidInputError, Qwen3Embedder
+
+    with Qwen3Embedder.model_runner("tiny", base_url=llama_server.base_url) as http:
+        with pytest.raises(InvalidInputError, match=r"U\+13FF3.*local backend") as info:
+            http.embed_documents(["fine", UNICODE16_TEXT])
+        assert info.value.index == 1 and "index 1" in str(info.value)
+        with pytest.raises(InvalidInputError, match=r"U\+1E5D0"):
+            http.embed_query("\U0001e5d0 query")
+        assert http.embed_documents(["fine \U00013000 older hieroglyph"]).shape[0] == 1
+    with Qwen3Reranker.model_runner("tiny", base_url=rerank_server.base_url) as rr:
+        with pytest.raises(InvalidInputError, match="document at index 2") as info:
+            rr.score("q", ["a", "b", UNICODE16_TEXT])
+        assert info.value.index == 2
+        with pytest.raises(InvalidInputError, match="the query"):
+            rr.score(UNICODE16_TEXT, ["a"])
