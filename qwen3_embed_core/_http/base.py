@@ -231,10 +231,11 @@ class HttpBackend(Generic[E]):
                 self._warned_special = True
                 warnings.warn(
                     f"{what.format(i)} contains {found[0]!r}: "
-                    "llama.cpp servers without /tokenize (Docker Model Runner) read "
-                    "special-token text as the token itself, so the result differs from "
-                    "Qwen3's tokenizer's and the local backend's (which read it as plain "
-                    "text); embed such texts with the local backend or a llama-server",
+                    "llama.cpp servers read special-token text sent as text as the token "
+                    "itself (texts go as text to servers without /tokenize, such as Docker "
+                    "Model Runner, and to rerank routes), so the result differs from "
+                    "Qwen3's tokenizer's and the local backend's, which read it as plain "
+                    "text; use the local backend for such texts",
                     RuntimeWarning,
                     stacklevel=stacklevel + 1,
                 )

@@ -390,6 +390,7 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
     def count_tokens(self, text: str) -> int:
         """Tokens the server sees for ``text``, EOS included (llama-server's /tokenize)."""
         self._check_open()
+        check_llama_cpp_unicode([text], "the text")
         flow = self._retrying(next(self._turn), self._count_attempt(text), self._probe_flow)
         return self._drivers.run(flow)
 
