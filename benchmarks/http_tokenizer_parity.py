@@ -1,4 +1,4 @@
-"""Which code points llama-server tokenizes differently from Qwen3's own tokenizer.
+r"""Which code points llama-server tokenizes differently from Qwen3's own tokenizer.
 
 llama-server (and Docker Model Runner, the same llama.cpp) splits text with
 llama.cpp's Unicode tables, older than those of Qwen3's tokenizer (Hugging Face
@@ -10,11 +10,20 @@ sends it (NFC with the tokenizers library's tables), and compares the ids with
 ``testing.Reference``. It prints the differing code points as ranges, the
 source of ``qwen3_embed_core._qwen3.LLAMA_CPP_UNICODE_GAPS``.
 
-Usage: python benchmarks/http_tokenizer_parity.py [model.gguf ...]
+With ``--llama-src DIR`` (llama.cpp's ``src`` folder, as vendored by
+llama-cpp-python), it also prints the code points whose class for the qwen2
+split (``\p{L}``, ``\p{N}``, ``\s``) differs between llama.cpp's
+``unicode-data.cpp`` and the tokenizers library: the superset that
+``LLAMA_CPP_UNICODE_GAPS`` holds, since a different split changes tokens
+wherever some merge spans it.
+
+Usage: python benchmarks/http_tokenizer_parity.py [--llama-src DIR] [model.gguf ...]
 """
 
 from __future__ import annotations
 
+import bisect
+import re
 import sys
 import tempfile
 import time
@@ -24,14 +33,13 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.llama_server import LlamaServer  # noqa: E402
-
-from qwen3_embed_core._tokenizer import qwen3_nfc  # noqa: E402
-from qwen3_embed_core.testing import (  # noqa: E402
+from qwen3_embed_core._tokenizer import qwen3_nfc
+from qwen3_embed_core.testing import (
     Reference,
     cached_qwen3_vocab_model,
     cached_tiny_model,
 )
+from tests.llama_server import LlamaServer
 
 # Contexts: a letter run ("\u8c6e" is CJK, a letter), a digit, punctuation, spaces and a
 # newline around the code point, so that a different class (letter, number, space, other)
@@ -96,8 +104,43 @@ def measure(model: Path, contexts: list[str] = CONTEXTS) -> list[int]:
     return sorted(bad)
 
 
+def class_gap(src: Path) -> list[int]:
+    """Code points llama.cpp's tables and the tokenizers library class differently."""
+    from tokenizers import Regex, pre_tokenizers
+
+    data = (src / "unicode-data.cpp").read_text()
+    flags_part = data[data.index("unicode_ranges_flags"):data.index("unicode_set_whitespace")]
+    pairs = [(int(a, 16), int(b, 16))
+             for a, b in re.findall(r"\{0x([0-9A-Fa-f]+), 0x([0-9A-Fa-f]+)\}", flags_part)]
+    ws_part = data[data.index("unicode_set_whitespace"):data.index("unicode_map_lowercase")]
+    spaces = {int(x, 16) for x in re.findall(r"0x([0-9A-Fa-f]+)", ws_part)}
+    starts = [p[0] for p in pairs]
+    text = "".join(map(chr, EVERY))
+
+    def outside(pattern: str) -> set[int]:  # code points the class does not match
+        split = pre_tokenizers.Split(Regex(pattern), behavior="removed")
+        return {ord(ch) for piece, _ in split.pre_tokenize_str(text) for ch in piece}
+
+    not_l, not_n, not_s = outside(r"\p{L}"), outside(r"\p{N}"), outside(r"\s")
+    gap = []
+    for c in EVERY:
+        flags = pairs[bisect.bisect_right(starts, c) - 1][1]  # unicode.h: LETTER 4, NUMBER 2
+        theirs = (bool(flags & 4), bool(flags & 2), c in spaces)
+        if theirs != (c not in not_l, c not in not_n, c not in not_s):
+            gap.append(c)
+    return gap
+
+
 def main() -> None:
-    models = [Path(p) for p in sys.argv[1:]] or [cached_tiny_model(), cached_qwen3_vocab_model()]
+    args = sys.argv[1:]
+    if args[:1] == ["--llama-src"]:
+        gap = class_gap(Path(args[1]))
+        args = args[2:]
+        print(f"classified otherwise by llama.cpp: {len(gap)} code points in "
+              f"{len(ranges(gap))} ranges")
+        for lo, hi in ranges(gap):
+            print(f"    (0x{lo:05X}, 0x{hi:05X}),")
+    models = [Path(p) for p in args] or [cached_tiny_model(), cached_qwen3_vocab_model()]
     union: set[int] = set()
     for model in models:
         t = time.perf_counter()
