@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import unicodedata
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ._errors import ConfigurationError, InvalidInputError, InvalidInputTypeError
-from ._qwen3 import DEFAULT_TASK_NAME, QUERY_TEMPLATE, TASKS, UNICODE_NORMALIZATION, Task
+from ._qwen3 import DEFAULT_TASK_NAME, LLAMA_CPP_UNICODE_GAPS, QUERY_TEMPLATE, TASKS, Task
+from ._tokenizer import qwen3_nfc
 
 TaskLike = str | Task
 
@@ -37,7 +38,7 @@ def _joined(prefix: str, text: str) -> str:
     # combining mark composes with the prefix's last character.
     if not prefix:
         return text
-    return unicodedata.normalize(UNICODE_NORMALIZATION, prefix + text)
+    return qwen3_nfc(prefix + text)
 
 
 def _instruction_text(name: str, text: str) -> str:
@@ -55,7 +56,7 @@ def _instruction_text(name: str, text: str) -> str:
             f"{name}= contains a lone surrogate {text[exc.start]!r} at character {exc.start}, "
             "which is not valid Unicode; fix the text"
         ) from None
-    return unicodedata.normalize(UNICODE_NORMALIZATION, text)
+    return qwen3_nfc(text)
 
 
 def task_prefix(description: str) -> str:
@@ -109,7 +110,8 @@ def _where(index: int | None) -> str:
 
 
 def check_text(text: object, index: int | None = None) -> str:
-    """Validate one text and return it NFC-normalised.
+    """Validate one text and return it NFC-normalised as Qwen3's tokenizer does
+    (:func:`qwen3_nfc`: the ``tokenizers`` library's tables, not ``unicodedata``'s).
 
     Raises :class:`InvalidInputTypeError` for non-strings and
     :class:`InvalidInputError` for empty, NUL-containing or non-encodable text.
@@ -142,7 +144,7 @@ def check_text(text: object, index: int | None = None) -> str:
             "which is not valid Unicode; fix the source or decode it with errors='replace'",
             index,
         ) from None
-    return unicodedata.normalize(UNICODE_NORMALIZATION, text)
+    return qwen3_nfc(text)
 
 
 def check_texts(texts: object) -> list[str]:
@@ -160,3 +162,32 @@ def check_texts(texts: object) -> list[str]:
     if not items:
         raise InvalidInputError("nothing to embed: the list of texts is empty")
     return [check_text(t, i) for i, t in enumerate(items)]
+
+
+_LLAMA_CPP_GAP = re.compile(
+    "[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in LLAMA_CPP_UNICODE_GAPS) + "]"
+)
+
+
+def check_llama_cpp_unicode(texts: Sequence[str], what: str = "text at index {}",
+                            start: int = 0) -> None:
+    """Refuse a text that a llama.cpp server would tokenize otherwise than Qwen3's tokenizer.
+
+    llama.cpp's character tables predate Unicode 16 (see ``LLAMA_CPP_UNICODE_GAPS``),
+    so over HTTP a text holding one of those code points could get a wrong vector; the
+    local backends tokenize it right. ``what`` names input ``{}``; ``start`` is the
+    index of ``texts[0]``. Raises :class:`InvalidInputError` with that index.
+    """
+    for i, text in enumerate(texts, start):
+        found = _LLAMA_CPP_GAP.search(text)
+        if found:
+            index = None if "{}" not in what else i
+            raise InvalidInputError(
+                f"{what.format(i)} contains U+{ord(found[0]):04X} at character "
+                f"{found.start()}, a character new in Unicode 16 that llama.cpp servers "
+                "(Docker Model Runner, llama-server) classify with older tables and so "
+                "tokenize otherwise than Qwen3's tokenizer, which would give a wrong "
+                "vector. Embed it with the local backend (Qwen3Embedder.local / "
+                "Qwen3Reranker.local), which tokenizes it right, or drop that character",
+                index,
+            )

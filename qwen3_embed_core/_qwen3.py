@@ -23,7 +23,8 @@ EOS_TEXT = "<|endoftext|>"
 EOS_TOKEN_ID = 151643
 
 # Qwen3's Hugging Face tokenizer normalises text to NFC before BPE; llama.cpp
-# does not, so the core does it for every backend.
+# does not, so the core does it for every backend, with the tokenizers library's
+# own tables (_tokenizer.qwen3_nfc), which differ from Python's unicodedata.
 UNICODE_NORMALIZATION: Final = "NFC"
 
 # Matryoshka (MRL) training covers prefixes from 32 dimensions up.
@@ -50,6 +51,24 @@ QWEN3_TOKENIZER_MODEL = "gpt2"
 QWEN2_SPLIT_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Code points (first, last) that llama.cpp's pre-tokenizer classifies otherwise than
+# Qwen3's tokenizer: letters and digits new in Unicode 16 (Egyptian hieroglyphs
+# extended-A U+13460-U+143FA, Ol Onal, Garay, Kirat Rai, Sunuwar, Tulu-Tigalari...), which
+# llama.cpp's unicode-data.cpp (llama-cpp-python 0.3.36) has as unassigned, so \p{L} and
+# \p{N} do not match them there. Found by comparing, for every code point, its flags
+# with the tokenizers library's \p{L}, \p{N} and \s; token ids through a real
+# llama-server then differ for 71 of them on the tiny test vocabulary, and none of the
+# contexts tried on Qwen3's real one (benchmarks/http_tokenizer_parity.py), but a split
+# that differs can change tokens wherever a merge spans it. 4,382 code points.
+LLAMA_CPP_UNICODE_GAPS: Final = (
+    (0x01C89, 0x01C8A), (0x0A7CB, 0x0A7CD), (0x0A7DA, 0x0A7DC), (0x105C0, 0x105F3),
+    (0x10D40, 0x10D65), (0x10D6F, 0x10D85), (0x10EC2, 0x10EC4), (0x11380, 0x11389),
+    (0x1138B, 0x1138B), (0x1138E, 0x1138E), (0x11390, 0x113B5), (0x113B7, 0x113B7),
+    (0x113D1, 0x113D1), (0x113D3, 0x113D3), (0x116D0, 0x116E3), (0x11BC0, 0x11BE0),
+    (0x11BF0, 0x11BF9), (0x13460, 0x143FA), (0x16100, 0x1611D), (0x16130, 0x16139),
+    (0x16D40, 0x16D6C), (0x16D70, 0x16D79), (0x18CFF, 0x18CFF), (0x1CCF0, 0x1CCF9),
+    (0x1E5D0, 0x1E5ED), (0x1E5F0, 0x1E5FA),
 )
 # GGUF token types (llama.cpp's llama_token_type): control tokens (<|endoftext|>,
 # <|im_start|>) are matched in text only when asked; user-defined ones (<think>)
@@ -188,6 +207,11 @@ EOS_PROBE_SERVER_DOES_NOT = 1
 # Qwen3's special tokens are spelled <|name|>; a server that parses special
 # tokens reads such text in a document as the token, not as characters.
 SPECIAL_TOKEN_PATTERN = r"<\|[A-Za-z0-9_]{1,40}\|>"
+# Ordinary Qwen3 tokens that llama.cpp re-types as control when it loads the vocabulary
+# (llama-vocab.cpp's EOG/FIM name lists, llama.cpp of llama-cpp-python 0.3.36: of its
+# ~60 names only "</s>", id 128247, is a normal token of Qwen3's), so a server parsing
+# special tokens reads this text as one token where Qwen3's tokenizer gives "</", "s", ">".
+LLAMA_CPP_CONTROL_SPELLINGS = ("</s>",)
 
 
 def lookup_variant(name: str) -> Variant | None:

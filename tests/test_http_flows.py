@@ -59,6 +59,22 @@ def fake_tokens(text: str) -> int:
     return len(text.replace(EOS_TEXT, f" {EOS_TEXT} ").split())
 
 
+FAKE_EOS_ID = 7  # the fake vocabulary's EOS
+
+
+def fake_ids(text: str, special: bool = False) -> list[int]:
+    """The fake tokenizer's ids: a token per word; EOS_TEXT is FAKE_EOS_ID when read as
+    special, else a word of its own."""
+    words = text.replace(EOS_TEXT, f" {EOS_TEXT} ").split()
+    return [FAKE_EOS_ID if special and w == EOS_TEXT else 100 + zlib.crc32(w.encode()) % 10**5
+            for w in words]
+
+
+def ids_vector(ids: list[int]) -> np.ndarray:
+    """The fake model on token ids."""
+    return vector_of(" ".join(map(str, ids)))
+
+
 def score_of(query: str, document: str) -> float:
     """The fake reranker: a P(yes) in (0.01, 0.99) fixed by the pair."""
     return 0.01 + 0.98 * (zlib.crc32(f"{query}\x00{document}".encode()) % 10_000) / 10_000
@@ -93,6 +109,8 @@ class FakeServer:
         # sent). On, usage.prompt_tokens counts what it embedded (fake_tokens, EOS
         # appended as the file says) and vectors are of that sequence.
         self.tokenizes = tokenizes
+        self.appends_to_ids = False
+        self.tokenize_rule: Rule | None = None  # answers /tokenize first (faults)
         self.requests: list[tuple[str, str, dict]] = []  # (host, path, json)
         self.rules: list[Rule] = []
         self.down: set[str] = set()
@@ -110,13 +128,21 @@ class FakeServer:
         body = json.loads(request.content)
         self.requests.append((host, request.url.path, body))
         if request.url.path.endswith("/tokenize"):
+            faulty = self.tokenize_rule and self.tokenize_rule(request, body)
+            if faulty:
+                return faulty
             if not self.tokenizes:
                 return plain(404, "not found")
+            # As llama-server: each string of a content list tokenized apart, numbers
+            # taken as token ids, the tokens joined.
             content = body["content"]
-            pieces = content if isinstance(content, list) else [content]
-            n = sum(fake_tokens(t) for t in pieces)
-            n += bool(body.get("add_special")) and self.appends_eos
-            return httpx.Response(200, json={"tokens": list(range(n))})
+            tokens: list[int] = []
+            for piece in content if isinstance(content, list) else [content]:
+                tokens += [piece] if isinstance(piece, int) else fake_ids(
+                    piece, bool(body.get("parse_special", True)))
+            if body.get("add_special") and self.appends_eos:
+                tokens.append(FAKE_EOS_ID)
+            return httpx.Response(200, json={"tokens": tokens})
         for rule in list(self.rules):
             answer = rule(request, body)
             if answer is not None:
@@ -132,6 +158,8 @@ class FakeServer:
         wants_base64 = body.get("encoding_format") == "base64"
         if wants_base64 and self.base64_mode == "rejected":
             return llama_error(400, "unsupported encoding_format", "invalid_request_error")
+        if texts and all(isinstance(t, list) for t in texts):
+            return self.embed_ids(texts, wants_base64)
         data = []
         for i, text in enumerate(texts):
             v = vector_of(text + EOS_TEXT if self.tokenizes and self.appends_eos else text)
@@ -141,6 +169,20 @@ class FakeServer:
         tokens = 1 + (1 if self.appends_eos else 0) if texts == [EOS_TEXT] else 7 * len(texts)
         if self.tokenizes:
             tokens = sum(fake_tokens(t) + self.appends_eos for t in texts)
+        return httpx.Response(200, json={"object": "list", "data": data,
+                                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def embed_ids(self, inputs: list[list[int]], wants_base64: bool) -> httpx.Response:
+        """Token-id input, embedded as given, as llama-server does (``appends_to_ids``:
+        a server that would append EOS to it too)."""
+        data = []
+        for i, ids in enumerate(inputs):
+            ids = [*ids, FAKE_EOS_ID] if self.appends_to_ids else ids
+            v = ids_vector(ids)
+            value = (base64.b64encode(v.astype("<f4").tobytes()).decode()
+                     if wants_base64 and self.base64_mode == "yes" else v.tolist())
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        tokens = sum(len(ids) + self.appends_to_ids for ids in inputs)
         return httpx.Response(200, json={"object": "list", "data": data,
                                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
@@ -650,51 +692,57 @@ def test_closed_backends_refuse_work(server):
 
 
 def eos_expected(texts: list[str]) -> np.ndarray:
-    """What a right client gets from the tokenizing fake: each text's vector with EOS."""
-    return np.stack([vector_of(t + EOS_TEXT) for t in texts])
+    """What a right client gets from the tokenizing fake: each text's ids, then one EOS."""
+    return np.stack([ids_vector([*fake_ids(t), FAKE_EOS_ID]) for t in texts])
+
+
+SPELLING = [f"a text that spells {EOS_TEXT} and </s>", f"{EOS_TEXT}"]
 
 
 @pytest.mark.parametrize("first", [True, False])
-def test_a_server_that_changes_its_eos_handling_is_probed_again(first):
+def test_a_restart_with_the_other_eos_flavour_needs_no_probe(first):
+    """Token ids go out with exactly one EOS of ours, which llama-server embeds as given:
+    whether the file appends EOS to text no longer matters."""
     server = FakeServer(appends_eos=first, tokenizes=True)
     with embedder(server, batch_size=3) as backend:
-        np.testing.assert_array_equal(backend.embed(TEXTS), eos_expected(TEXTS))
+        texts = [*TEXTS, *SPELLING]
+        np.testing.assert_array_equal(backend.embed(texts), eos_expected(texts))
         assert backend.endpoint_status()[0]["checks_tokens"] is True
         server.appends_eos = not first  # restarted with the other file
-        np.testing.assert_array_equal(backend.embed(TEXTS), eos_expected(TEXTS))
-        status = backend.endpoint_status()[0]
-        assert status["server_appends_eos"] is (not first) and status["reprobes"] >= 1
-        server.appends_eos = first
-        np.testing.assert_array_equal(backend.embed(TEXTS[:2]), eos_expected(TEXTS[:2]))
-    tokenized = server.of("/tokenize")
-    assert all(j["add_special"] is False for j in tokenized)
+        np.testing.assert_array_equal(backend.embed(texts), eos_expected(texts))
+        assert backend.endpoint_status()[0]["reprobes"] == 0
+    tokenized = server.of("/tokenize")[2:]  # after the probe's
+    assert tokenized and all(j["add_special"] is False and j["parse_special"] is False
+                             for j in tokenized)
+    sent = [j["input"] for j in server.of("/embeddings") if j["input"] != [EOS_TEXT]]
+    assert all(ids[-1] == FAKE_EOS_ID and FAKE_EOS_ID not in ids[:-1]
+               for batch in sent for ids in batch)
 
 
-async def test_async_a_changed_server_is_probed_again():
-    server = FakeServer(appends_eos=True, tokenizes=True)
+async def test_async_token_ids():
+    server = FakeServer(appends_eos=False, tokenizes=True)
     async with embedder(server, batch_size=2) as backend:
         np.testing.assert_array_equal(await backend.aembed(TEXTS[:4]), eos_expected(TEXTS[:4]))
-        server.appends_eos = False
+        server.appends_eos = True
         np.testing.assert_array_equal(await backend.aembed(TEXTS), eos_expected(TEXTS))
-        assert backend.endpoint_status()[0]["server_appends_eos"] is False
 
 
-def test_counts_that_never_add_up_are_refused_not_returned():
+def test_count_tokens_counts_the_ids_sent():
+    server = FakeServer(tokenizes=True)
+    with embedder(server) as backend:
+        assert backend.count_tokens(SPELLING[0]) == len(fake_ids(SPELLING[0])) + 1
+
+
+def test_a_server_that_appends_eos_to_token_ids_is_probed_again_then_refused():
+    """The counts would show a second EOS: refused, never returned."""
     server = FakeServer(appends_eos=True, tokenizes=True)
-
-    def off_by_one(request: httpx.Request, body: dict) -> httpx.Response | None:
-        if body.get("input") in (None, [EOS_TEXT]):
-            return None
-        payload = server.embeddings(body).json()
-        payload["usage"]["prompt_tokens"] += 1
-        return httpx.Response(200, json=payload)
-
-    server.rules.append(off_by_one)
+    server.appends_to_ids = True
     with embedder(server, max_retries=1) as backend, pytest.raises(BadResponseError) as info:
         backend.embed(TEXTS[:2])
     message = str(info.value)
-    assert "were expected" in message and "restarted with different GGUF" in message
+    assert "sent as" in message and "restarted with different GGUF" in message
     assert "gave up after 2 attempt(s)" in message
+    assert backend.endpoint_status()[0]["reprobes"] == 4
 
 
 def test_an_answer_without_usage_is_probed_again_then_refused():
@@ -713,6 +761,20 @@ def test_an_answer_without_usage_is_probed_again_then_refused():
     assert backend.endpoint_status()[0]["reprobes"] == 2
 
 
+@pytest.mark.parametrize("tokens", [[1, 2], [1, FAKE_EOS_ID, 2, FAKE_EOS_ID, 3], "x",
+                                    [1, True], [1, -2], [1.5]])
+def test_a_tokenize_answer_that_does_not_cut_into_the_texts_is_refused(tokens):
+    server = FakeServer(tokenizes=True)
+    def wrong(request: httpx.Request, body: dict) -> httpx.Response | None:
+        if body.get("parse_special"):
+            return None  # the probe's
+        return httpx.Response(200, json={"tokens": tokens})
+
+    server.tokenize_rule = wrong
+    with embedder(server, max_retries=0) as backend, pytest.raises(BadResponseError):
+        backend.embed(TEXTS[:2])
+
+
 def test_a_server_that_stops_serving_tokenize_is_probed_again():
     server = FakeServer(appends_eos=True, tokenizes=True)
     with embedder(server) as backend:
@@ -721,6 +783,7 @@ def test_a_server_that_stops_serving_tokenize_is_probed_again():
         server.appends_eos = True
         got = backend.embed(TEXTS[:2])
         assert backend.endpoint_status()[0]["checks_tokens"] is False
+        assert backend.endpoint_status()[0]["reprobes"] == 1
     np.testing.assert_array_equal(got, expected(TEXTS[:2]))
 
 
@@ -799,8 +862,8 @@ def test_non_finite_base64_vectors_are_refused(server):
 
 
 def test_after_an_unclear_probe_the_counts_still_decide():
-    """A probe answer that says neither 1 nor 2 (a fault on the way) leaves texts as they
-    are; the answers' counts then show a server that does not append EOS."""
+    """A probe answer that says neither 1 nor 2 (a fault on the way) warns; where the
+    server tokenizes, token ids with one EOS of ours make it moot."""
     server = FakeServer(appends_eos=False, tokenizes=True)
     odd = [1]
 
@@ -815,7 +878,7 @@ def test_after_an_unclear_probe_the_counts_still_decide():
     server.rules.append(unclear_once)
     with embedder(server) as backend, pytest.warns(RuntimeWarning, match="could not tell"):
         np.testing.assert_array_equal(backend.embed(TEXTS[:3]), eos_expected(TEXTS[:3]))
-        assert backend.endpoint_status()[0]["server_appends_eos"] is False
+        assert backend.endpoint_status()[0]["server_appends_eos"] is None
 
 
 def test_rerank_answers_nested_too_deep_or_undecodable_are_our_errors(server):

@@ -157,9 +157,26 @@ def test_without_the_probe_a_no_eos_server_pools_the_wrong_token(llama_server_no
         assert float(emb.embed_documents([SHORT[0]])[0] @ reference.embed(SHORT[0])) >= COS_MIN
 
 
-def test_special_token_text_warns(llama_server):
-    with http(llama_server) as emb, pytest.warns(RuntimeWarning, match="special-token text"):
-        emb.embed_documents(["fine", f"a document that spells {EOS_TEXT} inside"])
+SPELLS = ["fine", f"a document that spells {EOS_TEXT} inside", "html</p></s>"]
+
+
+def test_special_token_text_is_exact_on_llama_server(llama_server, reference):
+    """/tokenize without special tokens, then token ids: no warning, the reference's vector."""
+    import warnings
+
+    with http(llama_server) as emb, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = emb.embed_documents(SPELLS)
+    assert cosines(got, [reference.embed(t) for t in SPELLS]).min() >= COS_MIN
+
+
+@pytest.mark.parametrize("text", SPELLS[1:])
+def test_special_token_text_warns_without_tokenize(standin, text):
+    """Model Runner serves no /tokenize: texts go as text, and a special spelling (Qwen3's
+    <|...|> or llama.cpp's re-typed "</s>") gets a warning naming its index."""
+    with Qwen3Embedder.model_runner(MODEL, base_url=standin.url, batch_size=1) as emb, \
+            pytest.warns(RuntimeWarning, match="index 1 contains.*special-token text"):
+        emb.embed_documents(["fine", text])
 
 
 async def test_async_matches_reference_with_bounded_concurrency(flavour_server, flavour_reference,

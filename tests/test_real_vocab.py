@@ -201,9 +201,9 @@ def server(model, tmp_path_factory):
 
 @pytest.mark.server
 def test_llama_server_matches_reference(server, emb, ref):
-    # Not SPELLED: llama-server reads special-token text as the tokens (the HTTP
-    # backend warns about such text), where Qwen3's tokenizer keeps it text.
-    texts = [t for t in TEXTS if t not in SPELLED]
+    # SPELLED too: the HTTP backend tokenizes through /tokenize without special tokens
+    # and sends the token ids, so special spellings stay text as in Qwen3's tokenizer.
+    texts = TEXTS
     with Qwen3Embedder.model_runner("tiny-qwen3-vocab", base_url=server.base_url) as http:
         docs = http.embed_documents(texts)
         queries = http.embed_queries([QUERY, SCRIPTS[9], DECOMPOSED[0]])
@@ -213,6 +213,36 @@ def test_llama_server_matches_reference(server, emb, ref):
     q_expected = [ref.embed(emb.format_query(unicodedata.normalize("NFC", q)))
                   for q in (QUERY, SCRIPTS[9], DECOMPOSED[0])]
     assert cosines(queries, q_expected).min() >= COS_MIN
+
+
+# Special spellings llama-server would read as tokens if sent as text: Qwen3's control
+# tokens, and "</s>", an ordinary Qwen3 token llama.cpp re-types as control (cosine 0.38
+# and 0.72 to the reference when these went as text), alone, at the ends, in HTML.
+SPECIAL_TEXTS = [
+    "</s>", "<|endoftext|>", "<|im_start|>", "a</s>", "<p>one</s>two</s>",
+    "<html><body>Hello</body></html></s>", f"ends with EOS{EOS_TEXT}",
+    f"{EOS_TEXT}{EOS_TEXT} twice", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant",
+    "mixed </s> and <|endoftext|> and <|im_start|> and <think>x</think>",
+]
+
+
+@pytest.mark.server
+def test_special_spellings_over_llama_server_match_reference(server, ref):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exact now: no special-token warning either
+        with Qwen3Embedder.model_runner("tiny-qwen3-vocab", base_url=server.base_url) as http:
+            docs = http.embed_documents(SPECIAL_TEXTS)
+            query = http.embed_query("</s><|endoftext|>")
+            counts = [http.count_tokens(t) for t in SPECIAL_TEXTS]
+            status = http.backend.endpoint_status()[0]
+    assert status["checks_tokens"] is True and status["reprobes"] == 0
+    cos = cosines(docs, [ref.embed(t) for t in SPECIAL_TEXTS])
+    assert cos.min() >= 0.9999, cos
+    q = ref.embed(http.format_query("</s><|endoftext|>"))
+    assert float(query @ q) >= 0.9999
+    assert counts == [len(ref.tokenize(t)) for t in SPECIAL_TEXTS]
 
 
 # -- rerank scores ---------------------------------------------------------------------------

@@ -146,7 +146,8 @@ def test_reranker_tokenizes_the_unicode_16_blocks_as_the_reference(reranker_pair
     assert _mismatches(ours, theirs, UNICODE16_CODE_POINTS, ISSUE_CONTEXT) == []
 
 
-def test_a_missing_tokenizers_package_names_the_local_extra(tiny_model):
+def test_a_missing_tokenizers_package_is_named(tiny_model):
+    """A core dependency: only a broken install lacks it, and both backends say so."""
     import subprocess
     import sys
 
@@ -158,11 +159,16 @@ def test_a_missing_tokenizers_package_names_the_local_extra(tiny_model):
         f"    Qwen3Embedder.local({str(tiny_model)!r})\n"
         "except MissingDependencyError as e:\n"
         "    print(e)\n"
+        "with Qwen3Embedder.model_runner(base_url='http://127.0.0.1:9/v1') as http:\n"
+        "    try:\n"
+        "        http.embed_documents(['caf\\u00e9'])\n"  # normalised before any request
+        "    except MissingDependencyError as e:\n"
+        "        print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=120).stdout
-    assert "tokenizers is not installed" in out
-    assert "[local]'" in out  # the extra to install (the distribution's name aside)
+    assert out.count("tokenizers is not installed") == 2, out
+    assert out.count("pip install 'tokenizers>=0.20'") == 2
 
 
 def test_special_token_text_is_read_as_tokens_only_when_asked(reranker_pair):
@@ -173,3 +179,107 @@ def test_special_token_text_is_read_as_tokens_only_when_asked(reranker_pair):
             assert rr.backend.engine.tokenize(text, special=special) == ref.token_ids(
                 text, special=special
             ), (text, special)
+
+
+# -- NFC as Qwen3's tokenizer does it ----------------------------------------------------
+
+# Combining marks whose combining class differs between Python 3.11's unicodedata and the
+# tokenizers library's tables: NFC reorders them differently (issue 18's follow-up).
+NFC_DISAGREEING_TEXT = "\u0341\U00016ff1"
+
+
+def _nfc_contexts(c: str) -> tuple[str, ...]:
+    return (c + "\u0301", "\u0301" + c, "a" + c, c, c + "\u0334", "\u0341" + c)
+
+
+def test_check_text_normalises_with_the_tokenizers_tables():
+    """Every code point, in contexts where reordering shows: check_text's NFC is the
+    tokenizers library's, whatever Python's unicodedata version says."""
+    from tokenizers.normalizers import NFC
+
+    from qwen3_embed_core._inputs import check_text
+
+    theirs = NFC().normalize_str
+    marks = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF
+             and (unicodedata.combining(chr(c)) or unicodedata.decomposition(chr(c)))]
+    bad = [ascii(t) for c in marks for t in _nfc_contexts(c)
+           if t.strip() and check_text(t) != theirs(t)]
+    assert bad == []
+
+
+def test_nfc_disagreement_embeds_as_the_reference(tiny_model, reference):
+    from qwen3_embed_core import Qwen3Embedder
+
+    with Qwen3Embedder.local(tiny_model, n_threads=1) as emb:
+        got = emb.embed_documents([NFC_DISAGREEING_TEXT, "x" + NFC_DISAGREEING_TEXT])
+        query = emb.embed_query(NFC_DISAGREEING_TEXT)
+        expected_query = reference.embed(emb.format_query(NFC_DISAGREEING_TEXT))
+    for vec, text in zip(got, [NFC_DISAGREEING_TEXT, "x" + NFC_DISAGREEING_TEXT], strict=True):
+        assert float(vec @ reference.embed(text)) >= COS_MIN
+    assert float(query @ expected_query) >= COS_MIN
+
+
+# -- llama.cpp servers: Unicode 16 ------------------------------------------------------
+
+
+def _gap(c: int) -> bool:
+    from qwen3_embed_core._qwen3 import LLAMA_CPP_UNICODE_GAPS
+
+    return any(lo <= c <= hi for lo, hi in LLAMA_CPP_UNICODE_GAPS)
+
+
+def _server_batch(root):
+    """llama-server's /tokenize over many texts in one request (the EOS id between them),
+    on the text as the HTTP backend sends it."""
+    import httpx
+
+    from qwen3_embed_core._tokenizer import qwen3_nfc
+
+    with httpx.Client(timeout=120) as client:
+        eos = client.post(root + "/tokenize", json={"content": "<|endoftext|>",
+                                                    "parse_special": True}).json()["tokens"][0]
+
+    def encode(texts):
+        content = []
+        for t in texts:
+            content += [qwen3_nfc(t), eos]
+        with httpx.Client(timeout=120) as client:
+            tokens = client.post(root + "/tokenize", json={
+                "content": content, "add_special": False, "parse_special": False,
+            }).json()["tokens"]
+        out = [[]]
+        for t in tokens:
+            out[-1].append(t) if t != eos else out.append([])
+        return out[:-1]
+
+    return encode
+
+
+@pytest.mark.server
+def test_llama_server_differs_only_on_the_declared_code_points(llama_server, reference):
+    """Through a real llama-server, every code point in the issue's context: those that
+    tokenize unlike Qwen3's tokenizer all lie in LLAMA_CPP_UNICODE_GAPS (and some do, on
+    this vocabulary, so the table is needed)."""
+    bad = _mismatches(_reference_batch(reference), _server_batch(llama_server.root),
+                      EVERY_CODE_POINT, ISSUE_CONTEXT)
+    assert bad and all(_gap(c) for c in bad), [f"U+{c:04X}" for c in bad if not _gap(c)]
+    assert 0x13FF3 in bad
+
+
+@pytest.mark.server
+def test_a_unicode_16_text_over_http_is_refused_by_index(llama_server, rerank_server):
+    from qwen3_embed_core import InvalidInputError, Qwen3Embedder
+
+    with Qwen3Embedder.model_runner("tiny", base_url=llama_server.base_url) as http:
+        with pytest.raises(InvalidInputError, match=r"U\+13FF3.*local backend") as info:
+            http.embed_documents(["fine", UNICODE16_TEXT])
+        assert info.value.index == 1 and "index 1" in str(info.value)
+        with pytest.raises(InvalidInputError, match=r"U\+1E5D0"):
+            http.embed_query("\U0001e5d0 query")
+        assert http.embed_documents(["fine \U00013000 older hieroglyph"]).shape[0] == 1
+    with Qwen3Reranker.model_runner("tiny", base_url=rerank_server.base_url) as rr:
+        with pytest.raises(InvalidInputError, match="document at index 2") as info:
+            rr.score("q", ["a", "b", UNICODE16_TEXT])
+        assert info.value.index == 2
+        with pytest.raises(InvalidInputError, match="the query"):
+            rr.score(UNICODE16_TEXT, ["a"])

@@ -12,11 +12,18 @@ from typing import Any, ClassVar, Generic, TypeVar, overload
 import httpx
 
 from .._errors import BackendError, ConfigurationError
-from .._qwen3 import SPECIAL_TOKEN_PATTERN
+from .._qwen3 import LLAMA_CPP_CONTROL_SPELLINGS, SPECIAL_TOKEN_PATTERN
 from .config import Api, HttpConfig, check_api_key, tls_setting
 from .drivers import Drivers
 from .flows import E, Flow, retrying
 from .urls import resolve_endpoints
+
+# Text a llama.cpp server reads as a special token: Qwen3's <|name|> tokens, and the
+# ordinary Qwen3 tokens llama.cpp re-types as control (longest first).
+SPECIAL_SPELLING = re.compile(
+    SPECIAL_TOKEN_PATTERN + "|" + "|".join(
+        map(re.escape, sorted(LLAMA_CPP_CONTROL_SPELLINGS, key=len, reverse=True)))
+)
 
 T = TypeVar("T")
 V = TypeVar("V")
@@ -208,21 +215,27 @@ class HttpBackend(Generic[E]):
         if self._closed:
             raise BackendError(f"this {type(self).__name__} is closed")
 
-    def _warn_special(self, texts: Sequence[str], what: str, stacklevel: int) -> None:
+    def _warn_special(
+        self, texts: Sequence[str], what: str, stacklevel: int, start: int = 0
+    ) -> None:
         """Warn once when an input spells a special token, which servers read as the token.
 
-        ``what`` names input ``{}`` ("text at index {}").
+        ``what`` names input ``{}`` ("text at index {}"); ``start``: the index of
+        ``texts[0]`` in the caller's list.
         """
         if self._warned_special:
             return
-        for i, text in enumerate(texts):
-            found = re.search(SPECIAL_TOKEN_PATTERN, text)
+        for i, text in enumerate(texts, start):
+            found = SPECIAL_SPELLING.search(text)
             if found:
                 self._warned_special = True
                 warnings.warn(
                     f"{what.format(i)} contains {found[0]!r}: "
-                    "llama.cpp servers read special-token text as the token itself, so the "
-                    "result differs from the local backend's (which reads it as plain text)",
+                    "llama.cpp servers read special-token text sent as text as the token "
+                    "itself (texts go as text to servers without /tokenize, such as Docker "
+                    "Model Runner, and to rerank routes), so the result differs from "
+                    "Qwen3's tokenizer's and the local backend's, which read it as plain "
+                    "text; use the local backend for such texts",
                     RuntimeWarning,
                     stacklevel=stacklevel + 1,
                 )

@@ -4,23 +4,32 @@ It speaks the OpenAI-compatible ``POST {base}/embeddings`` API and returns
 the same vectors as the local backend on the same model. What makes that
 true over HTTP:
 
-* **EOS.** The client cannot see the server's GGUF. llama-server parses
-  special tokens in input text, so appending the literal ``<|endoftext|>``
-  fixes a file that lacks ``add_eos_token`` and doubles EOS on a file that
-  has it. Once per endpoint we embed exactly ``<|endoftext|>`` and read
-  ``usage.prompt_tokens``: 2 means the server appends EOS itself, 1 means it
-  doesn't and we append the literal text to every input.
-* **Every answer checked against that.** A server restarted on the same URL
-  with another file (same weights, without ``add_eos_token``) would make the
-  probe's finding stale, and every vector after it wrong. So where the server
-  serves llama-server's ``/tokenize``, each batch's texts, exactly as sent, are
-  tokenized there first (without special tokens), and the embeddings answer's
-  ``usage.prompt_tokens`` must equal that count plus one EOS per text if the
-  server appends it (or, after an unclear probe, as if it did: texts then go
-  out as they are). On a mismatch the endpoint is probed again and the batch
-  redone; if it still does not add up, the attempt fails and is retried. Servers without
-  ``/tokenize`` (Docker Model Runner) cannot be checked this way:
-  ``endpoint_status()`` says ``checks_tokens: False`` for them.
+* **Tokens, exactly.** llama-server parses special tokens in input text, and
+  llama.cpp re-types some ordinary Qwen3 tokens as control (``</s>``): a
+  document spelling them would be embedded on other tokens than Qwen3's
+  tokenizer gives. So where the server serves llama-server's ``/tokenize``,
+  each batch is tokenized there first with ``parse_special: false`` (special
+  spellings stay text, as in Qwen3's tokenizer), and the token ids, each list
+  ending in exactly one EOS of ours, are sent as the embeddings ``input`` (the
+  OpenAI API takes arrays of token ids; llama-server embeds them as given and
+  adds no EOS to them). The answer's ``usage.prompt_tokens`` must equal the
+  tokens sent; on a mismatch (a server restarted on the same URL with another
+  file) the endpoint is probed again and the batch redone; if it still does not
+  add up, the attempt fails and is retried.
+* **EOS, for servers without ``/tokenize``** (Docker Model Runner): texts go
+  as text, and the client cannot see the server's GGUF. Appending the literal
+  ``<|endoftext|>`` fixes a file that lacks ``add_eos_token`` and doubles EOS
+  on a file that has it. Once per endpoint we embed exactly ``<|endoftext|>``
+  and read ``usage.prompt_tokens``: 2 means the server appends EOS itself, 1
+  means it doesn't and we append the literal text to every input. These
+  answers cannot be checked (``endpoint_status()`` says ``checks_tokens:
+  False``), and a text spelling a special token is read as that token: the
+  first such text gets a warning naming its index.
+* **Unicode.** llama.cpp's character tables are older than Qwen3's tokenizer's:
+  a text holding a code point of ``LLAMA_CPP_UNICODE_GAPS`` (letters new in
+  Unicode 16...) would be split otherwise than Qwen3's tokenizer splits it, on
+  any server, so it is refused by index with an ``InvalidInputError`` that
+  points to the local backend.
 * **No shifted vectors.** Each response must hold one vector per text, all
   of the model's width, each ``index`` exactly once; order is restored from
   ``index``. Anything else is an error.
@@ -41,6 +50,7 @@ import httpx
 import numpy as np
 
 from .._errors import BackendError, BadResponseError
+from .._inputs import check_llama_cpp_unicode
 from .._qwen3 import (
     EOS_PROBE_SERVER_APPENDS,
     EOS_PROBE_SERVER_DOES_NOT,
@@ -78,8 +88,9 @@ class EmbedEndpoint(Endpoint):
         self.embeddings_display = embeddings_url(self.display)
         self.tokenize_display = redact_url(self.tokenize_url)
         self.appends_eos: bool | None = None  # None: not probed, or no clear answer
+        self.eos_id: int | None = None  # the server's EOS token id, where it tokenizes
         self.base64 = True
-        # Whether it serves /tokenize, so each answer's token count can be checked.
+        # Whether it serves /tokenize: texts then go as token ids, each answer checked.
         self.tokenizes = False
         self.reprobes = 0  # probes again after an answer's token count did not add up
 
@@ -131,8 +142,10 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
 
     # -- requests and answers -----------------------------------------------
 
-    def _body(self, texts: Sequence[str], use_base64: bool) -> bytes:
-        payload: dict[str, object] = {"model": self.model_name, "input": list(texts)}
+    def _body(self, inputs: Sequence[str] | Sequence[list[int]], use_base64: bool) -> bytes:
+        """An embeddings request: texts, or token-id lists (llama-server embeds those as
+        given; their JSON is up to ~2x the text's, which llama-server does not limit)."""
+        payload: dict[str, object] = {"model": self.model_name, "input": list(inputs)}
         if use_base64:
             payload["encoding_format"] = "base64"
         return json_body(payload)
@@ -186,25 +199,34 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
             )
             logger.warning(msg)
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
-        # A broken /tokenize answer fails the probe: taking it for "not served" would
-        # leave a faulty EOS finding above unchecked.
-        out = yield self._tokenize_send(ep, [EOS_TEXT])
-        ep.tokenizes = self._token_count(ep, out) == 1
+        # The EOS id, from the one token the EOS text is when read as special. A broken
+        # /tokenize answer fails the probe: taking it for "not served" would send texts
+        # as text, unchecked.
+        out = yield Send(ep, ep.tokenize_url, json_body(
+            {"content": EOS_TEXT, "add_special": False, "parse_special": True}))
+        eos = self._tokens(ep, out)
+        ep.eos_id = eos[0] if eos is not None and len(eos) == 1 else None
+        ep.tokenizes = ep.eos_id is not None
         ep.appends_eos = appends
         ep.base64 = use_base64
         ep.probed = True
         logger.info("%s: server appends EOS: %s; base64: %s; answers checked: %s",
                     ep.display, appends, use_base64, ep.tokenizes)
 
-    def _tokenize_send(self, ep: EmbedEndpoint, texts: list[str]) -> Send:
-        """Tokenize ``texts`` as the embeddings route does, without adding EOS: llama-server
-        tokenizes each string of a ``content`` list apart and joins the tokens."""
-        body = json_body({"content": texts, "add_special": False, "parse_special": True})
+    def _tokenize_send(self, ep: EmbedEndpoint, texts: list[str], eos_id: int) -> Send:
+        """Tokenize ``texts`` without special tokens, in one request: llama-server
+        tokenizes each string of a ``content`` list apart and joins the tokens, and
+        takes numbers as token ids, so ``eos_id`` between the texts marks where each
+        ends (text read with ``parse_special: false`` never gives a control token)."""
+        content: list[str | int] = []
+        for i, text in enumerate(texts):
+            content += [eos_id, text] if i else [text]
+        body = json_body({"content": content, "add_special": False, "parse_special": False})
         return Send(ep, ep.tokenize_url, body)
 
-    def _token_count(self, ep: EmbedEndpoint, out: httpx.Response | BaseException) -> int | None:
-        """Tokens in a ``/tokenize`` answer; None if the server does not serve it. Raises
-        :class:`Retry` for a fault worth retrying, as every request does."""
+    def _tokens(self, ep: EmbedEndpoint, out: httpx.Response | BaseException) -> list[int] | None:
+        """The token ids of a ``/tokenize`` answer; None if the server does not serve it.
+        Raises :class:`Retry` for a fault worth retrying, as every request does."""
         if isinstance(out, httpx.Response) and out.status_code not in RETRY_STATUSES and not (
             200 <= out.status_code < 300
         ):
@@ -212,80 +234,103 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
         resp = check(self._config, out, ep.display, ep.tokenize_display)
         body = loads(resp.content)
         tokens = body.get("tokens") if isinstance(body, dict) else None
-        if not isinstance(tokens, list):
+        if not isinstance(tokens, list) or not all(
+            type(t) is int and t >= 0 for t in tokens
+        ):
             raise BadResponseError(
                 f"{ep.tokenize_display} answered {resp.status_code} without a 'tokens' "
-                f"list: {excerpt(resp.text)!r}"
+                f"list of token ids: {excerpt(resp.text)!r}"
             )
-        return len(tokens)
+        return tokens
+
+    def _split(self, tokens: list[int], n: int, eos_id: int) -> list[list[int]] | None:
+        """``tokens`` of :meth:`_tokenize_send` cut back into ``n`` texts' tokens, or
+        None when they do not cut into ``n`` non-empty parts."""
+        parts: list[list[int]] = [[]]
+        for t in tokens:
+            if t == eos_id:
+                parts.append([])
+            else:
+                parts[-1].append(t)
+        return parts if len(parts) == n and all(parts) else None
 
     def _embed_attempt(
         self, texts: list[str], start: int
     ) -> Callable[[EmbedEndpoint], Flow[np.ndarray]]:
         def attempt(ep: EmbedEndpoint) -> Flow[np.ndarray]:
+            got = expected = None
             for redo in range(_REDOS):
                 if redo:
                     failure = yield Probe(ep, lambda: self._probe_flow(ep))
                     if failure is not None:
                         raise failure
-                appends, suffix = ep.appends_eos, ep.suffix
-                sent = [t + suffix for t in texts]
-                plain: int | None = None  # the texts' tokens, EOS not counted
-                checked = ep.tokenizes
-                if checked:
-                    plain = self._token_count(ep, (yield self._tokenize_send(ep, sent)))
-                out = yield Send(ep, ep.embeddings_url, self._body(sent, ep.base64))
-                try:
-                    resp = self._check(ep, out)
-                except InputFault as fault:
-                    raise (
-                        yield from locate(
-                            self._config, ep, [len(t) for t in texts], start, fault,
-                            lambda i, sent=sent: Send(  # type: ignore[misc]
-                                ep, ep.embeddings_url, self._body([sent[i]], ep.base64)
-                            ),
-                            ep.embeddings_display,
-                        )
-                    ) from None
-                vectors, payload = self._parse(ep, resp, len(texts))
-                if not checked:
-                    return vectors  # nothing to check against (see the module's docstring)
-                # (plain is None: /tokenize is gone, so the server changed too.)
-                # Texts sent as they are (appends True, or None: the probe was unclear)
-                # are right only if the server appends EOS to each.
-                expected = None if plain is None else plain + (
-                    0 if appends is False else len(texts))
-                got = _prompt_tokens(payload)
-                if got is not None and got == expected:
-                    return vectors
-                # The server no longer does what its probe showed (restarted with another
-                # file?): these vectors may be pooled on the wrong token. Probe again
-                # (unless another request already did) and redo the batch.
+                eos_id = ep.eos_id
+                if not ep.tokenizes or eos_id is None:
+                    return (yield from self._embed_texts(ep, texts, start))
+                tokens = self._tokens(ep, (yield self._tokenize_send(ep, texts, eos_id)))
+                ids = None if tokens is None else self._split(tokens, len(texts), eos_id)
+                if ids is not None:
+                    inputs = [[*i, eos_id] for i in ids]  # exactly one EOS, at the end
+                    out = yield Send(ep, ep.embeddings_url, self._body(inputs, ep.base64))
+                    try:
+                        resp = self._check(ep, out)
+                    except InputFault as fault:
+                        raise (
+                            yield from locate(
+                                self._config, ep, [len(i) for i in inputs], start, fault,
+                                lambda i, inputs=inputs: Send(  # type: ignore[misc]
+                                    ep, ep.embeddings_url, self._body([inputs[i]], ep.base64)
+                                ),
+                                ep.embeddings_display,
+                            )
+                        ) from None
+                    vectors, payload = self._parse(ep, resp, len(texts))
+                    expected, got = sum(map(len, inputs)), _prompt_tokens(payload)
+                    if got == expected:
+                        return vectors
+                # /tokenize gone or cut wrong, or the server embedded other tokens than
+                # those sent: it is not the server the probe saw (restarted with another
+                # file?). Probe again (unless another request already did) and redo.
                 logger.warning(
-                    "%s embedded %s tokens where %s were expected (%s text tokens%s)",
-                    ep.display, got, expected, plain,
-                    "" if appends is False else " + one EOS per text, added by the server",
+                    "%s embedded %s tokens where %s were sent (/tokenize: %s tokens)",
+                    ep.display, got, expected, None if tokens is None else len(tokens),
                 )
                 with ep.stats_lock:
                     ep.reprobes += 1
-                    if ep.probed and ep.appends_eos == appends:
+                    if ep.probed and ep.eos_id == eos_id:
                         ep.probed = False
-            how = ("EOS sent with each text" if appends is False
-                   else "one EOS per text added by the server")
             raise Retry(BadResponseError(
-                f"{ep.display} embedded {got} tokens for {len(texts)} text(s) of {plain} "
-                f"tokens, where {expected} were expected ({how}), even after probing it "
-                f"again: its answers do not show the tokens the probe and /tokenize say, so "
-                "the vectors may be pooled on the wrong token and are refused. Is the server "
-                "being restarted with different GGUF files?"
+                f"{ep.display} embedded {got} tokens for {len(texts)} text(s) sent as "
+                f"{expected} token ids (each ending in one EOS), even after probing it "
+                "again: its answers do not show the tokens sent, so the vectors may be "
+                "pooled on the wrong token and are refused. Is the server being restarted "
+                "with different GGUF files?"
             ))
 
         return attempt
 
+    def _embed_texts(self, ep: EmbedEndpoint, texts: list[str], start: int) -> Flow[np.ndarray]:
+        """Embed ``texts`` as text, on a server without ``/tokenize`` (unchecked)."""
+        self._warn_special(texts, "text at index {}", stacklevel=2, start=start)
+        sent = [t + ep.suffix for t in texts]
+        out = yield Send(ep, ep.embeddings_url, self._body(sent, ep.base64))
+        try:
+            resp = self._check(ep, out)
+        except InputFault as fault:
+            raise (
+                yield from locate(
+                    self._config, ep, [len(t) for t in texts], start, fault,
+                    lambda i: Send(ep, ep.embeddings_url, self._body([sent[i]], ep.base64)),
+                    ep.embeddings_display,
+                )
+            ) from None
+        vectors, _ = self._parse(ep, resp, len(texts))
+        return vectors
+
     def _count_attempt(self, text: str) -> Callable[[EmbedEndpoint], Flow[int]]:
         def attempt(ep: EmbedEndpoint) -> Flow[int]:
-            body = json_body({"content": text + ep.suffix, "add_special": True,
-                              "parse_special": True})
+            # As embed sends it: special spellings as text, then exactly one EOS.
+            body = json_body({"content": text, "add_special": False, "parse_special": False})
             out = yield Send(ep, ep.tokenize_url, body)
             if isinstance(out, httpx.Response) and out.status_code in (404, 405, 501):
                 raise BackendError(
@@ -304,14 +349,14 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
                     f"{ep.tokenize_display} answered {resp.status_code} without a "
                     f"'tokens' list: {excerpt(resp.text)!r}"
                 ) from None
-            return len(tokens)
+            return len(tokens) + 1
 
         return attempt
 
     def _flows(self, texts: Sequence[str]) -> list[Flow[np.ndarray]]:
         self._check_open()
         texts = list(texts)
-        self._warn_special(texts, "text at index {}", stacklevel=5)
+        check_llama_cpp_unicode(texts)
         eos = len(EOS_TEXT)  # a suffix we may append
         spans = batches(
             self._config, [json_size(t) + eos + 1 for t in texts], len(self._body([], True))
@@ -345,6 +390,7 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
     def count_tokens(self, text: str) -> int:
         """Tokens the server sees for ``text``, EOS included (llama-server's /tokenize)."""
         self._check_open()
+        check_llama_cpp_unicode([text], "the text")
         flow = self._retrying(next(self._turn), self._count_attempt(text), self._probe_flow)
         return self._drivers.run(flow)
 

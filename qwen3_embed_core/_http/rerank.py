@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 from .._errors import BackendError, ConfigurationError, InvalidInputError
+from .._inputs import check_llama_cpp_unicode
 from .._qwen3 import (
     DEFAULT_RERANK_INSTRUCTION,
     RERANK_HEAD_CONVERTER,
@@ -172,6 +173,8 @@ class ModelRunnerRerankBackend(HttpBackend[RerankEndpoint]):
         self._check_open()
         self.check_instruction(instruction)
         documents = list(documents)
+        check_llama_cpp_unicode([query], "the query")
+        check_llama_cpp_unicode(documents, "document at index {}")
         self._warn_special([query], "the query", stacklevel=4)
         self._warn_special(documents, "document at index {}", stacklevel=4)
         overhead = len(self._body(query, []))
