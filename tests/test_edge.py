@@ -20,7 +20,13 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from qwen3_embed_core import ConfigurationError, MissingDependencyError, content_hash, point_id
+from qwen3_embed_core import (
+    DISTRIBUTION,
+    ConfigurationError,
+    MissingDependencyError,
+    content_hash,
+    point_id,
+)
 from qwen3_embed_core.stores import Point, open_collection, vector_record
 from qwen3_embed_qdrant import copy_points
 
@@ -226,7 +232,7 @@ def test_each_format_opened_as_the_other_says_which_it_is(tmp_path, emb):
 
 def test_missing_engine_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # as if not installed
-    with pytest.raises(MissingDependencyError, match=r"qdrant-edge-py.*qwen3-embed\[qdrant\]"):
+    with pytest.raises(MissingDependencyError, match=rf"qdrant-edge-py.*{DISTRIBUTION}\[qdrant\]"):
         open_collection(f"qdrant-edge:{tmp_path}/edge/docs", create=True)
     assert not (tmp_path / "edge").exists()
 

@@ -96,7 +96,12 @@ def _command(script, tiny_model, root, uri, full):
 
 
 def _never_deleted_before_written(uri, old, new):
-    """A source that lost any of its old chunks holds every one of its new chunks."""
+    """A source whose stale chunks were deleted holds every one of its new chunks.
+
+    A file's chunk ids are positional (``{source}#{i}``), so writing new chunk i
+    replaces old chunk i in place: that is the write, not a delete. What only a
+    delete removes is the old tail past the new chunk count, and the sync deletes
+    a source's stale chunks only after all its new ones are written."""
     from qwen3_embed_core.stores import open_collection
 
     col = open_collection(uri)
@@ -107,7 +112,7 @@ def _never_deleted_before_written(uri, old, new):
     finally:
         col.close()
     for source, texts in new.items():
-        gone = set(old.get(source, ())) - set(texts) - held.get(source, set())
+        gone = set(old.get(source, ())[len(texts):]) - set(texts) - held.get(source, set())
         if gone:
             assert set(texts) <= held.get(source, set()), (source, "deleted before written")
 
