@@ -142,7 +142,7 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
 
     # -- requests and answers -----------------------------------------------
 
-    def _body(self, inputs: Sequence[str] | Sequence[list[int]], use_base64: bool) -> bytes:
+    def _body(self, inputs: Sequence[str | list[int]], use_base64: bool) -> bytes:
         """An embeddings request: texts, or token-id lists (llama-server embeds those as
         given; their JSON is up to ~2x the text's, which llama-server does not limit)."""
         payload: dict[str, object] = {"model": self.model_name, "input": list(inputs)}
@@ -271,20 +271,9 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
                 ids = None if tokens is None else self._split(tokens, len(texts), eos_id)
                 if ids is not None:
                     inputs = [[*i, eos_id] for i in ids]  # exactly one EOS, at the end
-                    out = yield Send(ep, ep.embeddings_url, self._body(inputs, ep.base64))
-                    try:
-                        resp = self._check(ep, out)
-                    except InputFault as fault:
-                        raise (
-                            yield from locate(
-                                self._config, ep, [len(i) for i in inputs], start, fault,
-                                lambda i, inputs=inputs: Send(  # type: ignore[misc]
-                                    ep, ep.embeddings_url, self._body([inputs[i]], ep.base64)
-                                ),
-                                ep.embeddings_display,
-                            )
-                        ) from None
-                    vectors, payload = self._parse(ep, resp, len(texts))
+                    vectors, payload = yield from self._send_inputs(
+                        ep, inputs, [len(i) for i in inputs], start
+                    )
                     expected, got = sum(map(len, inputs)), _prompt_tokens(payload)
                     if got == expected:
                         return vectors
@@ -313,19 +302,29 @@ class ModelRunnerBackend(HttpBackend[EmbedEndpoint]):
         """Embed ``texts`` as text, on a server without ``/tokenize`` (unchecked)."""
         self._warn_special(texts, "text at index {}", stacklevel=2, start=start)
         sent = [t + ep.suffix for t in texts]
-        out = yield Send(ep, ep.embeddings_url, self._body(sent, ep.base64))
+        vectors, _ = yield from self._send_inputs(ep, sent, [len(t) for t in texts], start)
+        return vectors
+
+    def _send_inputs(
+        self, ep: EmbedEndpoint, inputs: Sequence[str | list[int]], sizes: list[int],
+        start: int,
+    ) -> Flow[tuple[np.ndarray, dict[str, object]]]:
+        """POST ``inputs`` (texts or token-id lists) as one request: (vectors, answer).
+
+        An input the server refuses is located by resending the inputs one by one
+        (``sizes``: their lengths, for the message)."""
+        out = yield Send(ep, ep.embeddings_url, self._body(inputs, ep.base64))
         try:
             resp = self._check(ep, out)
         except InputFault as fault:
             raise (
                 yield from locate(
-                    self._config, ep, [len(t) for t in texts], start, fault,
-                    lambda i: Send(ep, ep.embeddings_url, self._body([sent[i]], ep.base64)),
+                    self._config, ep, sizes, start, fault,
+                    lambda i: Send(ep, ep.embeddings_url, self._body([inputs[i]], ep.base64)),
                     ep.embeddings_display,
                 )
             ) from None
-        vectors, _ = self._parse(ep, resp, len(texts))
-        return vectors
+        return self._parse(ep, resp, len(inputs))
 
     def _count_attempt(self, text: str) -> Callable[[EmbedEndpoint], Flow[int]]:
         def attempt(ep: EmbedEndpoint) -> Flow[int]:
