@@ -15,8 +15,14 @@ Part 1, raw points: ``--points`` random unit vectors of ``--dim`` dimensions
 - reopen: a new process opens the store on disk (until the first query can run);
 - query: the first top-10 query after reopening, then (after 100 warm-up
   queries) the median wall time of ``--queries`` more, each a stored vector
-  plus noise, whose own point must be in the top 10 for 80% of them (a store
-  that answers fast but wrong fails the run);
+  plus noise, at the stores' default search settings (which the library
+  keeps), and whether its own point is in its top 10: at 100,000 points 80%
+  must be (a store that answers fast but wrong fails the run), and at any
+  size at some search beam below;
+- search beam: the same queries again at each HNSW search beam ``ef`` (the
+  candidates a search keeps), how many found their own point and the median
+  time, and for Qdrant Edge its exact (brute-force) search: recall against
+  latency at this size;
 - peak RSS: the process's peak resident memory (``ru_maxrss``), writing
   (the index build included) and reopening + querying;
 - and, under each row, the CPU time of the same steps (all threads): on a
@@ -76,6 +82,11 @@ MEMORY_SHARE = 0.8  # of MemAvailable a size may be estimated to need
 # approximate, and random 1024-dimensional points are their hardest case (no clusters).
 MIN_FOUND = 0.8
 WARM_UP = 100  # queries run after the first and before the timed ones
+# HNSW's search beam (ef: the candidates a search keeps; 100 is both engines' default),
+# measured after the main queries: recall against latency at each size. Qdrant Edge
+# adds "exact", its brute-force search, the ground truth's cost.
+SWEEP = (100, 200, 400, 800, 1600)
+SWEEP_WARM_UP = 20  # queries run before each beam's timed ones
 
 
 # -- the data: deterministic, generated batch by batch (the stream is not held) ------------
@@ -185,39 +196,8 @@ def write(store: str, folder: str, n: int, dim: int, size: int) -> dict:
     return out
 
 
-def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
-    targets = query_targets(n, q)
-    queries = [query_vector(i, dim).tolist() for i in targets]
-    t0, c0 = time.perf_counter(), time.process_time()
-    if store == "qdrant-local":
-        from qdrant_client import QdrantClient
-
-        client = QdrantClient(path=folder)
-        count = client.count(NAME, exact=True).count
-
-        def top10(v: list[float]) -> list[str]:
-            return [str(p.id) for p in client.query_points(NAME, query=v, limit=10).points]
-    elif store == "chroma":
-        col = chroma_client(folder).get_collection(NAME, embedding_function=None)
-        count = col.count()
-
-        def top10(v: list[float]) -> list[str]:
-            return col.query(query_embeddings=[v], n_results=10, include=[])["ids"][0]
-    else:
-        import qdrant_edge as qe
-
-        shard = qe.EdgeShard.load(folder)
-        count = shard.info().points_count
-
-        def top10(v: list[float]) -> list[str]:
-            req = qe.QueryRequest(limit=10, query=qe.Query.Nearest(v), with_payload=True)
-            return [str(p.id) for p in shard.query(req)]
-    reopen, reopen_cpu = time.perf_counter() - t0, time.process_time() - c0
-    t0 = time.perf_counter()
-    top10(queries[0])
-    first = time.perf_counter() - t0
-    for i in query_targets(n, WARM_UP + q)[q:]:  # other points: pages in what queries touch
-        top10(query_vector(i, dim).tolist())
+def _timed(top10: Any, targets: list[int], queries: list[list[float]]) -> dict:
+    """Each query once: median wall and CPU time, and how many found their own point."""
     times, cpu, top1, found = [], [], 0, 0
     for i, v in zip(targets, queries, strict=True):
         t, c = time.perf_counter(), time.process_time()
@@ -226,10 +206,77 @@ def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
         cpu.append(time.process_time() - c)
         top1 += ids[:1] == [point_id(i)]
         found += point_id(i) in ids
-    return {"reopen_s": reopen, "reopen_cpu_s": reopen_cpu,
-            "query_ms": 1000 * statistics.median(times),
-            "query_cpu_ms": 1000 * statistics.median(cpu), "first_query_ms": 1000 * first,
-            "top1": top1, "found": found, "count": count, "peak_rss_mib": peak_rss_mib()}
+    return {"query_ms": 1000 * statistics.median(times),
+            "query_cpu_ms": 1000 * statistics.median(cpu), "top1": top1, "found": found}
+
+
+def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
+    beams = [*SWEEP, "exact"] if store == "qdrant-edge" else SWEEP if store == "chroma" else []
+    # Every beam gets points of its own: a repeated query would find its path paged in.
+    picked = query_targets(n, min(n, WARM_UP + q * (1 + len(beams))))
+    targets, rest = picked[:q], picked[q:]
+    queries = [query_vector(i, dim).tolist() for i in targets]
+    warm = [query_vector(i, dim).tolist() for i in rest[:WARM_UP]]
+    t0, c0 = time.perf_counter(), time.process_time()
+    if store == "qdrant-local":
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(path=folder)
+        count = client.count(NAME, exact=True).count
+
+        def search(ef: int | str | None) -> Any:
+            return lambda v: [str(p.id) for p in client.query_points(NAME, query=v,
+                                                                       limit=10).points]
+        default: int | str | None = None
+    elif store == "chroma":
+        from chromadb.api.client import SharedSystemClient
+
+        col = chroma_client(folder).get_collection(NAME, embedding_function=None)
+        count = col.count()
+
+        def search(ef: int | str | None) -> Any:
+            nonlocal col
+            if ef is not None and ef != col.configuration["hnsw"]["ef_search"]:
+                # ef_search is read when the index loads: set it, drop the cache, reopen
+                col.modify(configuration={"hnsw": {"ef_search": ef}})
+                SharedSystemClient.clear_system_cache()
+                col = chroma_client(folder).get_collection(NAME, embedding_function=None)
+            return lambda v: col.query(query_embeddings=[v], n_results=10, include=[])["ids"][0]
+        default = None  # what the library leaves it: Chroma's own (100)
+    else:
+        import qdrant_edge as qe
+
+        shard = qe.EdgeShard.load(folder)
+        count = shard.info().points_count
+
+        def search(ef: int | str | None) -> Any:
+            params = qe.SearchParams(exact=True) if ef == "exact" else None if ef is None \
+                else qe.SearchParams(hnsw_ef=ef)
+            return lambda v: [str(p.id) for p in shard.query(qe.QueryRequest(
+                limit=10, query=qe.Query.Nearest(v), with_payload=True, params=params))]
+        default = None  # what EdgeCollection.search uses: Qdrant's own (ef_construct, 100)
+    top10 = search(default)
+    reopen, reopen_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0 = time.perf_counter()
+    top10(queries[0])
+    first = time.perf_counter() - t0
+    for v in warm:  # other points: pages in what queries touch
+        top10(v)
+    out = {"reopen_s": reopen, "reopen_cpu_s": reopen_cpu, "first_query_ms": 1000 * first,
+           "count": count, "ef": default, **_timed(top10, targets, queries)}
+    if beams:  # the HNSW stores: recall and latency by search beam
+        out["sweep"] = {}
+        for k, ef in enumerate(beams):
+            top10 = search(ef)
+            for v in warm[:SWEEP_WARM_UP]:
+                top10(v)
+            mine = rest[WARM_UP + k * q : WARM_UP + (k + 1) * q]
+            if len(mine) < q:  # a collection too small for points of its own
+                break
+            got = _timed(top10, mine, [query_vector(i, dim).tolist() for i in mine])
+            out["sweep"][str(ef)] = [got["found"], round(got["query_ms"], 2)]
+    out["peak_rss_mib"] = peak_rss_mib()
+    return out
 
 
 def _child(args: list[str]) -> dict:
@@ -304,14 +351,25 @@ def raw_table(args: argparse.Namespace, scratch: str) -> tuple[dict, bool]:
               f"{row['disk_mib']:>7,.0f} MiB")
         print(f"{'  CPU time (all threads)':34}{'':>10}{_write(row, '_cpu'):>20}"
               f"{row['reopen_cpu_s']:>7.2f} s{'':>11}{row['query_cpu_ms']:>10.1f} ms")
-        if row["found"] < MIN_FOUND * args.queries or row["count"] != n:
+        if "sweep" in row:
+            print(f"{'  found, query by search beam ef':34}{'':>10}   " + ",  ".join(
+                f"{ef}: {found}/{args.queries} {ms:,.1f} ms"
+                for ef, (found, ms) in row["sweep"].items()))
+        enough = [ef for ef, (found, _) in row.get("sweep", {}).items()
+                  if found >= MIN_FOUND * args.queries]
+        if row["count"] != n or (row["found"] < MIN_FOUND * args.queries and (
+                n == TARGET_POINTS or not enough)):
             ok = False
             print(f"  FAIL {store} at {n:,}: {row['count']:,} points stored, "
-                  f"{row['found']} of {args.queries} queries found their own point")
+                  f"{row['found']} of {args.queries} queries found their own point"
+                  + ("" if enough else " (and no search beam found enough)"))
+        elif row["found"] < MIN_FOUND * args.queries:
+            print(f"  NOTE {store} at {n:,}: at the default beam {row['found']} of "
+                  f"{args.queries} found their own point; ef={enough[0]} finds enough")
     print("write: all batches upserted (+ Qdrant Edge's optimize(): HNSW and payload indexes);"
           " reopen: a new process opens it;\n1st query: the first after reopening; query: "
           f"median of {args.queries} top-10 queries after {WARM_UP} others;\nfound: how many "
-          f"found their own point in their top 10 (at least {MIN_FOUND:.0%} must);\n"
+          f"found their own point in their top 10 ({MIN_FOUND:.0%} must at {TARGET_POINTS:,});\n"
           "peak RSS: ru_maxrss of each process (file-backed "
           "pages of memory-mapped files included). Load average now "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: wall times grow with the load, "

@@ -104,6 +104,26 @@ def test_search_filters_on_the_payload_with_edge_filters(tmp_path, emb):
             col.search(q, 3, {"metadata.i": 5})
 
 
+def test_search_ef_is_checked_and_searches_stay_exact(tmp_path, emb):
+    """With ``search_ef`` set a search gives numpy's hits and cosines; bad values are
+    refused when set (the beam's effect on recall is measured in benchmarks/stores.py)."""
+    uri = f"qdrant-edge:{tmp_path}/edge/docs"
+    pts = _filled(uri, emb)
+    vecs = np.asarray(emb.embed_documents(TEXTS))
+    q = np.asarray(emb.embed_query("a sentence about topic 3"))
+    order = np.argsort(-(vecs @ q))[:5]
+    with closing(open_collection(uri)) as col:
+        assert col.search_ef is None  # Qdrant's own default
+        col.search_ef = 200
+        hits = col.search(q, 5)
+        assert [h.id for h in hits] == [pts[i].id for i in order]
+        np.testing.assert_allclose([h.score for h in hits], (vecs @ q)[order], atol=1e-5)
+        for bad in (0, -1, 2.5, True, "100"):
+            with pytest.raises(ConfigurationError, match="search_ef"):
+                col.search_ef = bad
+        assert col.search_ef == 200
+
+
 OPEN_AND_HOLD = textwrap.dedent("""
     import sys, time
     from qwen3_embed_core.stores import open_collection

@@ -215,6 +215,11 @@ def test_sync_on_ray_keeps_sources_exact(cluster, tiny_model, tmp_path, kind):
         return {s: [f"{s} part {i} of {n}" for i in range(n)] for s, n in spec.items()}
 
     first = {"a": 5, "b": 3, "c": 2}
+    # A dry run into a store that does not exist counts the work and creates nothing.
+    dry = ingest_dataset(ray.data.from_items(rows(first)), uri, model=str(tiny_model),
+                         cleanup="incremental", dry_run=True)
+    assert (dry.dry_run, dry.written, dry.deleted) == (True, 10, 0)
+    assert not (tmp_path / "db").exists()
     ingest_dataset(ray.data.from_items(rows(first)), uri, model=str(tiny_model),
                    cleanup="incremental")
     assert tally(uri, expected(first)).exact

@@ -151,7 +151,8 @@ def _run(ds: Any, uri: str, model: str | None, spec: Any, options: dict[str, Any
     named = spec is not None or any(v is not None for v in given.values())
     # A named model is checked before the store is opened; else the store says which.
     current = _preflight(_resolve(spec, given, None, where)) if named else None
-    writer, started = start_writer(where) if where.path is not None else (None, False)
+    writer, started = (start_writer(where, dry_run=dry_run) if where.path is not None
+                       else (None, False))
     try:
         store = store_for(where)
         try:

@@ -88,7 +88,7 @@ class StoreDatasink(Datasink[dict[str, Any]]):
         """Create the collection for the dataset's vectors, or refuse one made differently."""
         profile = self._profile(schema)
         if self.uri.path is not None:
-            writer, started = start_writer(self.uri)
+            writer, started = start_writer(self.uri, dry_run=self.dry_run)
             if started:
                 self._owned_writer = writer
         store = store_for(self.uri)

@@ -55,18 +55,34 @@ def _writer_name(uri: StoreURI) -> str:
     return f"qwen3-embed-writer:{uri.kind}:{uri.path}"  # one per folder (its file lock)
 
 
-class _Writer:
-    """Holds an embedded store open; every task's calls go through :meth:`call`."""
+# What a store that does not exist answers a dry run's reads (each a new empty value).
+_ABSENT: dict[str, Any] = {"profile": lambda: None, "lookup": dict, "source_points": dict,
+                           "sources": set, "points": list, "count": int}
 
-    def __init__(self, uri: StoreURI) -> None:
-        self.collection = open_collection(uri, create=True)
+
+class _Writer:
+    """Holds an embedded store open; every task's calls go through :meth:`call`.
+
+    A dry run into a folder that does not exist creates nothing, not even the
+    folder (as the command line's): the writer then answers as an empty store.
+    """
+
+    def __init__(self, uri: StoreURI, dry_run: bool = False) -> None:
+        assert uri.path is not None
+        absent = dry_run and not uri.path.exists()
+        self.collection = None if absent else open_collection(uri, create=True)
 
     def call(self, method: str, *args: Any) -> Any:
+        if self.collection is None:
+            if method not in _ABSENT:
+                raise ConfigurationError(f"a dry run writes nothing (called {method})")
+            return _ABSENT[method]()
         result = getattr(self.collection, method)(*args)
         return list(result) if method == "points" else result
 
     def close(self) -> None:
-        self.collection.close()
+        if self.collection is not None:
+            self.collection.close()
 
 
 class StoreProxy:
@@ -85,8 +101,10 @@ class StoreProxy:
         """The writer keeps the store; whoever started it stops it."""
 
 
-def start_writer(uri: StoreURI) -> tuple[Any, bool]:
+def start_writer(uri: StoreURI, *, dry_run: bool = False) -> tuple[Any, bool]:
     """(the writer actor of ``uri``'s folder, whether this call started it).
+
+    ``dry_run``: for a dry run (a folder that does not exist is not created).
 
     It runs on this (the driver's) node, where the folder is, takes no CPU
     slot (it waits on disk, and must not starve the embedding actors), and is
@@ -103,7 +121,7 @@ def start_writer(uri: StoreURI) -> tuple[Any, bool]:
     actor: Any = ray.remote(_Writer).options(
         name=_writer_name(uri), get_if_exists=True, num_cpus=0, max_restarts=3,
         max_task_retries=3, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
-    ).remote(uri)
+    ).remote(uri, dry_run)
     ray.get(actor.__ray_ready__.remote())  # a locked folder fails here, on the driver
     return actor, True
 
