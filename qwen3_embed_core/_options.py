@@ -315,8 +315,31 @@ def declared_option(name: str) -> Option:
     return _BY_NAME[name]
 
 
+# What the fields that name a model mean, for every adapter that takes them (the
+# backend options' meanings are in DECLARED).
+NAMING_DOCS: dict[str, str] = {
+    "model": "Which model: a GGUF path, a variant ('0.6B-Q8_0') or a Model Runner tag "
+    "('ai/qwen3-embedding:0.6B-F16'; Model Runner's default with no model).",
+    "model_path": "Alias of model.",
+    "backend": "Where it runs: 'local' (llama.cpp in this process) or 'model-runner' (HTTP); "
+    "inferred from model/base_url when not given.",
+    "base_url": "Model Runner or llama-server URL (default http://localhost:12434); a URL "
+    "ending in /v1 is used as is.",
+    "base_urls": "Several endpoints serving the same model: batches are spread across them.",
+    "api_key": f"Bearer token for an endpoint behind a proxy (default ${API_KEY_ENV}).",
+    "options": "Any other backend option by name (LocalOptions/ModelRunnerOptions in the core: "
+    "max_retries, verify, n_gpu_layers...).",
+}
+
+
 def describe_option(name: str) -> str:
-    """One line for an adapter field or a CLI flag: meaning, unit, default, backend."""
+    """One line for an adapter field or a CLI flag: meaning, unit, default, backend.
+
+    ``name`` is a backend option (:data:`DECLARED`) or a field that names the
+    model (``model``, ``backend``, ``base_url``... :data:`NAMING_DOCS`).
+    """
+    if name in NAMING_DOCS:
+        return NAMING_DOCS[name]
     o = _BY_NAME[name]
     return f"{o.doc} ({o.backend})"
 

@@ -378,7 +378,9 @@ def test_one_declaration_feeds_every_backend_and_surface():
             assert getattr(HttpConfig("m"), name) == value, name
             assert getattr(ModelRunnerBackend(base_url=SERVER), name) == value, name
     for adapter in (Qwen3Embeddings, Qwen3Embedding):
-        for name in ("timeout", "connect_timeout", "n_threads", "max_tokens", "truncate"):
+        for name in ("timeout", "connect_timeout", "n_threads", "max_tokens", "truncate",
+                     "model", "model_path", "backend", "base_url", "base_urls", "api_key",
+                     "options"):
             assert adapter.model_fields[name].description == describe_option(name)
     for option in DECLARED:
         assert option.doc and option.backend in ("local", "model-runner")

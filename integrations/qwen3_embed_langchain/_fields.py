@@ -34,26 +34,22 @@ class ModelFields(BaseModel):
         protected_namespaces=(),
         arbitrary_types_allowed=True,
         hide_input_in_errors=True,  # the input holds the API key
-        use_attribute_docstrings=True,  # the docstrings below are the field descriptions
+        use_attribute_docstrings=True,  # a subclass's own fields: their docstrings
     )
 
-    model: str | None = None
-    """Which model: a GGUF path, a variant (``"0.6B-Q8_0"``) or a Model Runner tag
-    (``"ai/qwen3-embedding:0.6B-F16"``; Model Runner's default with no model)."""
-    model_path: str | None = None
-    """Alias of ``model``."""
-    backend: Literal["local", "model-runner"] | None = None
-    """Where it runs: ``"local"`` (llama.cpp in this process) or ``"model-runner"`` (HTTP);
-    inferred from ``model``/``base_url`` when not given."""
-    base_url: str | None = None
-    """Model Runner or llama-server URL (default ``http://localhost:12434``); a URL
-    ending in ``/v1`` is used as is."""
-    base_urls: list[str] | None = None
-    """Several endpoints serving the same model: batches are spread across them."""
-    api_key: SecretStr | None = Field(default_factory=secret_from_env(API_KEY_ENV, default=None))
-    """Bearer token for an endpoint behind a proxy (default ``$QWEN3_EMBED_API_KEY``)."""
-    # The backend options every adapter names: type, range, default and meaning are the
-    # core's one declaration (describe_option, check_option), not copies kept here.
+    # What each field means (and, for the backend options, its type, range and default)
+    # is the core's one declaration (describe_option, check_option), not a copy kept here.
+    model: str | None = Field(default=None, description=describe_option("model"))
+    model_path: str | None = Field(default=None, description=describe_option("model_path"))
+    backend: Literal["local", "model-runner"] | None = Field(
+        default=None, description=describe_option("backend")
+    )
+    base_url: str | None = Field(default=None, description=describe_option("base_url"))
+    base_urls: list[str] | None = Field(default=None, description=describe_option("base_urls"))
+    api_key: SecretStr | None = Field(
+        default_factory=secret_from_env(API_KEY_ENV, default=None),
+        description=describe_option("api_key"),
+    )
     timeout: float | None = Field(default=None, description=describe_option("timeout"))
     connect_timeout: float | None = Field(
         default=None, description=describe_option("connect_timeout")
@@ -61,9 +57,8 @@ class ModelFields(BaseModel):
     n_threads: int | None = Field(default=None, description=describe_option("n_threads"))
     max_tokens: int | None = Field(default=None, description=describe_option("max_tokens"))
     truncate: bool | None = Field(default=None, description=describe_option("truncate"))
-    options: dict[str, Any] | None = None
-    """Any other backend option by name (``LocalOptions``/``ModelRunnerOptions`` in the core:
-    ``max_retries``, ``verify``, ``n_gpu_layers``...), like langchain-openai's ``model_kwargs``."""
+    # Like langchain-openai's model_kwargs.
+    options: dict[str, Any] | None = Field(default=None, description=describe_option("options"))
 
     @field_validator("timeout", "connect_timeout", "n_threads", "max_tokens", "truncate",
                      mode="before")

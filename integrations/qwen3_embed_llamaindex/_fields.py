@@ -25,28 +25,18 @@ class ModelFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
-    model: str | None = Field(
-        default=None,
-        description="Which model: a GGUF path, a variant ('0.6B-Q8_0') or a Model Runner tag "
-        "('ai/qwen3-embedding:0.6B-F16'; Model Runner's default with no model).",
-    )
+    # What each field means (and, for the backend options, its type, range and default)
+    # is the core's one declaration (describe_option, check_option), not a copy kept here.
+    model: str | None = Field(default=None, description=describe_option("model"))
     backend: Literal["local", "model-runner"] | None = Field(
-        default=None,
-        description="Where it runs: 'local' (llama.cpp in this process) or 'model-runner' "
-        "(HTTP); inferred from model/base_url when not given.",
+        default=None, description=describe_option("backend")
     )
-    model_path: str | None = Field(default=None, description="Alias of model.")
-    base_url: str | None = Field(
-        default=None, description="Model Runner or llama-server URL (default localhost:12434)."
-    )
-    base_urls: list[str] | None = Field(
-        default=None, description="Several endpoints serving the same model."
-    )
+    model_path: str | None = Field(default=None, description=describe_option("model_path"))
+    base_url: str | None = Field(default=None, description=describe_option("base_url"))
+    base_urls: list[str] | None = Field(default=None, description=describe_option("base_urls"))
     api_key: SecretStr | None = Field(
-        default=None, description="Bearer token (default $QWEN3_EMBED_API_KEY).", exclude=True
+        default=None, description=describe_option("api_key"), exclude=True
     )
-    # The backend options every adapter names: type, range, default and meaning are the
-    # core's one declaration (describe_option, check_option), not copies kept here.
     timeout: float | None = Field(default=None, description=describe_option("timeout"))
     connect_timeout: float | None = Field(
         default=None, description=describe_option("connect_timeout")
@@ -54,11 +44,7 @@ class ModelFields(BaseModel):
     n_threads: int | None = Field(default=None, description=describe_option("n_threads"))
     max_tokens: int | None = Field(default=None, description=describe_option("max_tokens"))
     truncate: bool | None = Field(default=None, description=describe_option("truncate"))
-    options: dict[str, Any] | None = Field(
-        default=None,
-        description="Any other backend option by name (LocalOptions/ModelRunnerOptions in the "
-        "core: max_retries, verify, n_gpu_layers...).",
-    )
+    options: dict[str, Any] | None = Field(default=None, description=describe_option("options"))
 
     @field_validator("timeout", "connect_timeout", "n_threads", "max_tokens", "truncate",
                      mode="before")
