@@ -19,10 +19,10 @@ Part 1, raw points: ``--points`` random unit vectors of ``--dim`` dimensions
   keeps), and whether its own point is in its top 10: at 100,000 points 80%
   must be (a store that answers fast but wrong fails the run), and at any
   size at some search beam below;
-- search beam: the same queries again at each HNSW search beam ``ef`` (the
-  candidates a search keeps), how many found their own point and the median
-  time, and for Qdrant Edge its exact (brute-force) search: recall against
-  latency at this size;
+- search beam: for each HNSW search beam ``ef`` (the candidates a search
+  keeps), and for Qdrant Edge its exact (brute-force) search, the same in a
+  process of its own on points of its own: how many found their own point and
+  the median time, recall against latency at this size;
 - peak RSS: the process's peak resident memory (``ru_maxrss``), writing
   (the index build included) and reopening + querying;
 - and, under each row, the CPU time of the same steps (all threads): on a
@@ -86,7 +86,6 @@ WARM_UP = 100  # queries run after the first and before the timed ones
 # measured after the main queries: recall against latency at each size. Qdrant Edge
 # adds "exact", its brute-force search, the ground truth's cost.
 SWEEP = (100, 200, 400, 800, 1600)
-SWEEP_WARM_UP = 20  # queries run before each beam's timed ones
 
 
 # -- the data: deterministic, generated batch by batch (the stream is not held) ------------
@@ -210,13 +209,26 @@ def _timed(top10: Any, targets: list[int], queries: list[list[float]]) -> dict:
             "query_cpu_ms": 1000 * statistics.median(cpu), "top1": top1, "found": found}
 
 
-def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
-    beams = [*SWEEP, "exact"] if store == "qdrant-edge" else SWEEP if store == "chroma" else []
-    # Every beam gets points of its own: a repeated query would find its path paged in.
-    picked = query_targets(n, min(n, WARM_UP + q * (1 + len(beams))))
-    targets, rest = picked[:q], picked[q:]
+def beams(store: str) -> list[int | str]:
+    """The search beams measured for ``store`` (none for the brute-force local mode)."""
+    return [*SWEEP, "exact"] if store == "qdrant-edge" else [*SWEEP] if store == "chroma" else []
+
+
+def read(store: str, folder: str, n: int, dim: int, q: int, beam: int = -1) -> dict:
+    """In a fresh process: open the store, warm it up, time ``q`` queries.
+
+    ``beam``: -1 for the store's default search settings, else the index in
+    :func:`beams` of the beam to search with. Each gets points of its own: a
+    query repeated in another run would find its path already paged in.
+    """
+    every = beams(store)
+    picked = query_targets(n, min(n, WARM_UP + q * (1 + len(every))))
+    warm = [query_vector(i, dim).tolist() for i in picked[q : q + WARM_UP]]
+    targets = picked[:q] if beam < 0 else picked[q + WARM_UP + beam * q :][:q]
+    if len(targets) < q:  # a collection too small for points of its own
+        return {}
     queries = [query_vector(i, dim).tolist() for i in targets]
-    warm = [query_vector(i, dim).tolist() for i in rest[:WARM_UP]]
+    ef = None if beam < 0 else every[beam]
     t0, c0 = time.perf_counter(), time.process_time()
     if store == "qdrant-local":
         from qdrant_client import QdrantClient
@@ -224,59 +236,40 @@ def read(store: str, folder: str, n: int, dim: int, q: int) -> dict:
         client = QdrantClient(path=folder)
         count = client.count(NAME, exact=True).count
 
-        def search(ef: int | str | None) -> Any:
-            return lambda v: [str(p.id) for p in client.query_points(NAME, query=v,
-                                                                       limit=10).points]
-        default: int | str | None = None
+        def top10(v: list[float]) -> list[str]:
+            return [str(p.id) for p in client.query_points(NAME, query=v, limit=10).points]
     elif store == "chroma":
-        from chromadb.api.client import SharedSystemClient
-
         col = chroma_client(folder).get_collection(NAME, embedding_function=None)
+        if ef is not None:  # ef_search is read when the index loads: set it, then reopen
+            from chromadb.api.client import SharedSystemClient
+
+            col.modify(configuration={"hnsw": {"ef_search": ef}})
+            SharedSystemClient.clear_system_cache()
+            col = chroma_client(folder).get_collection(NAME, embedding_function=None)
         count = col.count()
 
-        def search(ef: int | str | None) -> Any:
-            nonlocal col
-            if ef is not None and ef != col.configuration["hnsw"]["ef_search"]:
-                # ef_search is read when the index loads: set it, drop the cache, reopen
-                col.modify(configuration={"hnsw": {"ef_search": ef}})
-                SharedSystemClient.clear_system_cache()
-                col = chroma_client(folder).get_collection(NAME, embedding_function=None)
-            return lambda v: col.query(query_embeddings=[v], n_results=10, include=[])["ids"][0]
-        default = None  # what the library leaves it: Chroma's own (100)
+        def top10(v: list[float]) -> list[str]:
+            return col.query(query_embeddings=[v], n_results=10, include=[])["ids"][0]
     else:
         import qdrant_edge as qe
 
         shard = qe.EdgeShard.load(folder)
         count = shard.info().points_count
+        # None: what EdgeCollection.search uses by default, Qdrant's own (ef_construct, 100)
+        params = None if ef is None else qe.SearchParams(exact=True) if ef == "exact" \
+            else qe.SearchParams(hnsw_ef=ef)
 
-        def search(ef: int | str | None) -> Any:
-            params = qe.SearchParams(exact=True) if ef == "exact" else None if ef is None \
-                else qe.SearchParams(hnsw_ef=ef)
-            return lambda v: [str(p.id) for p in shard.query(qe.QueryRequest(
+        def top10(v: list[float]) -> list[str]:
+            return [str(p.id) for p in shard.query(qe.QueryRequest(
                 limit=10, query=qe.Query.Nearest(v), with_payload=True, params=params))]
-        default = None  # what EdgeCollection.search uses: Qdrant's own (ef_construct, 100)
-    top10 = search(default)
     reopen, reopen_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     top10(queries[0])
     first = time.perf_counter() - t0
     for v in warm:  # other points: pages in what queries touch
         top10(v)
-    out = {"reopen_s": reopen, "reopen_cpu_s": reopen_cpu, "first_query_ms": 1000 * first,
-           "count": count, "ef": default, **_timed(top10, targets, queries)}
-    if beams:  # the HNSW stores: recall and latency by search beam
-        out["sweep"] = {}
-        for k, ef in enumerate(beams):
-            top10 = search(ef)
-            for v in warm[:SWEEP_WARM_UP]:
-                top10(v)
-            mine = rest[WARM_UP + k * q : WARM_UP + (k + 1) * q]
-            if len(mine) < q:  # a collection too small for points of its own
-                break
-            got = _timed(top10, mine, [query_vector(i, dim).tolist() for i in mine])
-            out["sweep"][str(ef)] = [got["found"], round(got["query_ms"], 2)]
-    out["peak_rss_mib"] = peak_rss_mib()
-    return out
+    return {"reopen_s": reopen, "reopen_cpu_s": reopen_cpu, "first_query_ms": 1000 * first,
+            "count": count, **_timed(top10, targets, queries), "peak_rss_mib": peak_rss_mib()}
 
 
 def _child(args: list[str]) -> dict:
@@ -292,9 +285,17 @@ def measure(store: str, n: int, args: argparse.Namespace, scratch: str) -> dict:
     folder = tempfile.mkdtemp(prefix=f"{store}-{n}-", dir=scratch)
     try:
         row = _child(["write", store, folder, str(n), str(args.dim), str(args.batch)])
-        got = _child(["read", store, folder, str(n), str(args.dim), str(args.queries)])
+        reading = [str(n), str(args.dim), str(args.queries)]
+        got = _child(["read", store, folder, *reading])
         row.update({k: v for k, v in got.items() if k != "peak_rss_mib"},
                    write_rss_mib=row.pop("peak_rss_mib"), read_rss_mib=got["peak_rss_mib"])
+        sweep = {}
+        for k, ef in enumerate(beams(store)):  # each in a process of its own, as above
+            got = _child(["read", store, folder, *reading, str(k)])
+            if got:
+                sweep[str(ef)] = [got["found"], round(got["query_ms"], 2)]
+        if sweep:
+            row["sweep"] = sweep
         row["disk_mib"] = sum(f.stat().st_size for f in Path(folder).rglob("*")
                               if f.is_file()) / 2**20
         return row

@@ -116,8 +116,9 @@ class EdgeCollection:
         A wider beam finds more true neighbours and takes longer. Measured on
         random 1024-dimensional points, HNSW's hardest case (``benchmarks/stores.py``):
         at 100,000 points 100 found 18 to 20 of 20 queries' own points (3.2 ms);
-        at 1,000,000, 6 to 9 of 20, and 1,600 all 20 (70 ms, where exact
-        search took 197 ms). Real embeddings cluster, and need a narrower beam.
+        at 1,000,000, 6 to 9 of 20 (22-36 ms), 800 found 18 (23 ms) and 1,600
+        all 20 (34 ms), where exact search took 177 ms. Real embeddings cluster,
+        and need a narrower beam.
         """
         return self._search_ef
 
