@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from qwen3_embed_core import Qwen3Embedder
+from qwen3_embed_core.stores import vector_record
 
 # Chroma's client-side product telemetry: off, so nothing leaves the machine.
 os.environ["ANONYMIZED_TELEMETRY"] = "False"
@@ -49,6 +50,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def store_profile(emb: Qwen3Embedder) -> dict[str, object]:
+    """The collection profile the store tests write for ``emb``: its vectors and a spec."""
+    return {**vector_record(emb.model_name, emb.dimensions, emb.instruction),
+            "embedder": {"backend": "local", "model": "tiny-eos.gguf"}}
 
 
 def local_embedder(model: Path, **options: object) -> Iterator[Qwen3Embedder]:

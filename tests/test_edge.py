@@ -27,10 +27,10 @@ from qwen3_embed_core import (
     content_hash,
     point_id,
 )
-from qwen3_embed_core.stores import Point, open_collection, vector_record
+from qwen3_embed_core.stores import Point, open_collection
 from qwen3_embed_qdrant import copy_points
 
-from .stores import child_env, local_embedder
+from .stores import child_env, local_embedder, store_profile
 
 TEXTS = [f"edge chunk {i}: a sentence about topic {i % 4} and more words" for i in range(40)]
 
@@ -38,11 +38,6 @@ TEXTS = [f"edge chunk {i}: a sentence about topic {i % 4} and more words" for i 
 @pytest.fixture(scope="module")
 def emb(tiny_model):
     yield from local_embedder(tiny_model)
-
-
-def _profile(emb):
-    return {**vector_record(emb.model_name, emb.dimensions, emb.instruction),
-            "embedder": {"backend": "local", "model": "tiny-eos.gguf"}}
 
 
 def _points(texts, source="docs/a.md", scope=""):
@@ -54,7 +49,7 @@ def _points(texts, source="docs/a.md", scope=""):
 def _filled(uri, emb, texts=TEXTS):
     col = open_collection(uri, create=True)
     try:
-        col.ensure(_profile(emb))
+        col.ensure(store_profile(emb))
         pts = _points(texts)
         col.write(pts, emb.embed_documents(texts))
         col.finish()
@@ -67,7 +62,7 @@ def test_profile_file_beside_the_shard_and_payload_indexes(tmp_path, emb):
     uri = f"qdrant-edge:{tmp_path}/edge/docs"
     _filled(uri, emb)
     shard = tmp_path / "edge" / "docs"
-    assert json.loads((shard / "qwen3_embed.json").read_text()) == _profile(emb)
+    assert json.loads((shard / "qwen3_embed.json").read_text()) == store_profile(emb)
     assert (shard / "edge_config.json").is_file()
     col = open_collection(uri)
     try:
@@ -75,7 +70,7 @@ def test_profile_file_beside_the_shard_and_payload_indexes(tmp_path, emb):
         assert {"source_id", "source_scope"} <= set(col._shard.info().payload_schema)
         assert col.count() == len(TEXTS)
         with pytest.raises(ConfigurationError, match="made with"):
-            col.ensure({**_profile(emb), "query_prefix": "Instruct: other\nQuery:"})
+            col.ensure({**store_profile(emb), "query_prefix": "Instruct: other\nQuery:"})
     finally:
         col.close()
 
@@ -87,7 +82,7 @@ def test_a_shard_with_points_but_no_profile_is_refused(tmp_path, emb):
     with closing(open_collection(uri, create=True)) as col:
         assert col.profile() == {}
         with pytest.raises(ConfigurationError, match=r"no qwen3_embed\.json.*server snapshot"):
-            col.ensure(_profile(emb))
+            col.ensure(store_profile(emb))
 
 
 def test_search_filters_on_the_payload_with_edge_filters(tmp_path, emb):
@@ -198,7 +193,7 @@ def test_copy_points_edge_to_qdrant_and_back_without_reembedding(tmp_path, emb):
     try:
         assert client.count("docs", exact=True).count == len(TEXTS)
         info = client.get_collection("docs")
-        assert info.config.metadata["qwen3_embed"] == _profile(emb)
+        assert info.config.metadata["qwen3_embed"] == store_profile(emb)
         got = {str(p.id): p for p in client.retrieve(
             "docs", [p.id for p in pts], with_payload=True, with_vectors=True)}
     finally:
@@ -224,7 +219,7 @@ def test_copy_refuses_a_target_made_with_another_model(tmp_path, emb):
     _filled(edge, emb)
     other = open_collection(f"qdrant:{tmp_path}/qdrant/docs", create=True)
     try:
-        other.ensure({**_profile(emb), "model": "another-model"})
+        other.ensure({**store_profile(emb), "model": "another-model"})
     finally:
         other.close()
     with pytest.raises(ConfigurationError, match="another-model"):

@@ -14,16 +14,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .smoke_installed import PACKAGES  # the smoke test's list: checked below against the wheel
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = [
-    "qwen3_embed_core",
-    "qwen3_embed_langchain",
-    "qwen3_embed_llamaindex",
-    "qwen3_embed_chroma",
-    "qwen3_embed_qdrant",
-    "qwen3_embed_cli",
-    "qwen3_embed_ray",
-]
 HEAVY = ["llama_cpp", "langchain_core", "llama_index", "chromadb", "qdrant_client",
          "huggingface_hub", "gguf", "tokenizers", "torch"]
 

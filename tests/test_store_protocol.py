@@ -18,10 +18,9 @@ from qwen3_embed_core.stores import (
     StoreURIError,
     open_collection,
     parse_uri,
-    vector_record,
 )
 
-from .stores import STORE_URIS, local_embedder
+from .stores import STORE_URIS, local_embedder, store_profile
 
 TEXTS = [f"chunk {i} of the protocol test, about topic {i % 3}" for i in range(12)]
 
@@ -29,11 +28,6 @@ TEXTS = [f"chunk {i} of the protocol test, about topic {i % 3}" for i in range(1
 @pytest.fixture(scope="module")
 def emb(tiny_model):
     yield from local_embedder(tiny_model)
-
-
-def _profile(emb):
-    record = vector_record(emb.model_name, emb.dimensions, emb.instruction)
-    return {**record, "embedder": {"backend": "local", "model": "tiny-eos.gguf"}}
 
 
 def _points(source="s1", scope=DEFAULT_SCOPE, texts=TEXTS[:4], source_hash="h1"):
@@ -60,7 +54,7 @@ def test_collection_protocol(store_uri, emb, reference):
     try:
         assert isinstance(col, Collection)
         assert col.profile() is None
-        profile = _profile(emb)
+        profile = store_profile(emb)
         assert col.ensure(profile)["dimensions"] == emb.dimensions
         assert col.profile()["embedder"] == profile["embedder"]
         assert col.ensure(profile)["model"] == profile["model"]  # validate, no change
